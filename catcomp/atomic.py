@@ -1,0 +1,34 @@
+"""Atomic, no-clobber file writes: a reader never sees a half-written output."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+from .errors import CatcompError
+
+
+def write_bytes_atomic(path, data: bytes, overwrite: bool = True):
+    """Write ``data`` to a temporary file beside ``path``, fsync, then move it in place.
+
+    With ``overwrite=False`` an existing ``path`` is never replaced: the final
+    step is a hard link, which fails atomically if the name is taken.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        if overwrite:
+            os.replace(tmp, path)
+        else:
+            try:
+                os.link(tmp, path)
+            except FileExistsError:
+                raise CatcompError("output exists (use --overwrite to replace it)", path) from None
+    finally:
+        Path(tmp).unlink(missing_ok=True)

@@ -1,0 +1,263 @@
+"""Image <-> ``.ccz`` bytes.
+
+Any PIL image goes in: EXIF orientation is applied, grayscale/palette/CMYK
+are coded as RGB and converted back, alpha is kept losslessly (PNG), 16-bit
+images are reduced to 8 bits with a warning. The RGB image is edge-padded to
+a multiple of 16, transformed, quantized at the chosen rate level and
+entropy-coded; decoding restores the original size and mode.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import warnings
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from . import container
+from .categories import CATEGORIES, check_category, model_name
+from .container import Container
+from .entropy import LEVEL_STEP, decode_symbols, encode_symbols, level_index
+from .errors import FormatError, InputImageError, ModelMismatchError
+from .zoo import LoadedModel, load_model
+
+#: Largest image (pixels) accepted, in and out; CATCOMP_MAX_PIXELS overrides.
+MAX_PIXELS = int(os.environ.get("CATCOMP_MAX_PIXELS", Image.MAX_IMAGE_PIXELS or 89_478_485))
+#: Images larger than this (per side, pixels) are transformed in tiles.
+TILE = 1024
+_MARGIN = 64  # pixels of context around each tile (receptive field ~61 px)
+_ALPHA_MODES = {"RGBA", "LA", "PA", "RGBa", "La"}
+_SIXTEEN_BIT = {"I;16", "I;16L", "I;16B", "I;16N", "I", "F"}
+
+
+class PaddedImage:
+    """An RGB uint8 array padded to a multiple of 16 plus what restores the original."""
+
+    def __init__(self, im: Image.Image, name=None):
+        self.mode, self.width, self.height = im.mode, im.width, im.height
+        self.alpha = self.palette = None
+        if im.mode == "P" and "transparency" in im.info:
+            im = im.convert("RGBA")
+            self.mode = "RGBA"
+        if im.mode in _SIXTEEN_BIT:
+            warnings.warn(f"{name or 'image'}: {im.mode} image reduced to 8 bits per sample", stacklevel=3)
+            a = np.asarray(im, dtype=np.float64)
+            a = a / 257.0 if im.mode != "F" else a
+            im = Image.fromarray(np.clip(np.rint(a), 0, 255).astype(np.uint8), "L")
+        elif im.mode in _ALPHA_MODES:
+            self.alpha = np.asarray(im.getchannel("A"))
+        elif im.mode == "P":
+            self.palette = bytes(im.getpalette("RGB") or [])
+        rgb = np.asarray(im.convert("RGB"))
+        self.pad = (-self.width % 16, -self.height % 16)
+        self.rgb = np.pad(rgb, ((0, self.pad[1]), (0, self.pad[0]), (0, 0)), mode="edge")
+
+    def extra_sections(self) -> dict:
+        out = {}
+        if self.alpha is not None:
+            buf = io.BytesIO()
+            Image.fromarray(self.alpha, "L").save(buf, "PNG", optimize=True)
+            out[container.ALPHA] = buf.getvalue()
+        if self.palette is not None:
+            out[container.PALETTE] = self.palette
+        return out
+
+
+def restore_mode(rgb: np.ndarray, c: Container) -> Image.Image:
+    """The decoded RGB array back to the original image mode."""
+    im = Image.fromarray(rgb, "RGB")
+    if c.mode in _SIXTEEN_BIT:
+        l8 = np.asarray(im.convert("L"))
+        if c.mode == "F":
+            return Image.fromarray(l8.astype(np.float32))
+        return Image.fromarray(l8.astype(np.int32 if c.mode == "I" else np.uint16) * 257)
+    if container.PALETTE in c.sections:
+        pal = Image.new("P", (1, 1))
+        pal.putpalette(c.sections[container.PALETTE])
+        return im.quantize(palette=pal, dither=Image.Dither.NONE)
+    if container.ALPHA in c.sections:
+        try:
+            alpha = Image.open(io.BytesIO(c.sections[container.ALPHA]))
+            alpha.load()
+        except (OSError, UnidentifiedImageError) as e:
+            raise FormatError(f"corrupt alpha section: {e}") from None
+        if alpha.size != im.size or alpha.mode != "L":
+            raise FormatError("corrupt alpha section (wrong size or mode)")
+        base = im.convert("L") if c.mode in ("LA", "La") else im
+        base.putalpha(alpha)
+        return base.convert(c.mode)
+    return im if c.mode == "RGB" else im.convert(c.mode)
+
+
+# --- reading inputs ---------------------------------------------------------------
+
+
+def read_image(src) -> tuple[Image.Image, str]:
+    """Open a path, bytes or PIL image; apply EXIF orientation; check its size."""
+    name = getattr(src, "filename", None) or "<image>"
+    if isinstance(src, Image.Image):
+        im = src
+    else:
+        name = str(src) if not isinstance(src, (bytes, bytearray)) else "<bytes>"
+        try:
+            im = Image.open(io.BytesIO(src) if isinstance(src, (bytes, bytearray)) else src)
+        except FileNotFoundError:
+            raise InputImageError("no such file", name) from None
+        except IsADirectoryError:
+            raise InputImageError("is a directory, not an image", name) from None
+        except UnidentifiedImageError:
+            raise InputImageError("not an image file Pillow can read", name) from None
+        except Image.DecompressionBombError as e:
+            raise InputImageError(f"refused: {e}", name) from None
+        except OSError as e:
+            raise InputImageError(f"cannot read image: {e}", name) from None
+    if im.width * im.height > MAX_PIXELS:
+        raise InputImageError(f"{im.width}x{im.height} exceeds the {MAX_PIXELS}-pixel limit", name)
+    try:
+        if getattr(im, "n_frames", 1) > 1:
+            warnings.warn(f"{name}: animated image, only the first frame is compressed", stacklevel=2)
+            im.seek(0)
+        im.load()
+        im = ImageOps.exif_transpose(im)
+    except (OSError, SyntaxError, ValueError) as e:
+        raise InputImageError(f"damaged or truncated image: {e}", name) from None
+    return im, name
+
+
+# --- transforms in tiles ---------------------------------------------------------------
+
+
+def _tiled(fn, x: np.ndarray, scale: float, tile: int) -> np.ndarray:
+    """Apply a fully convolutional ``fn`` to (H, W, C) ``x`` in overlapping tiles.
+
+    ``scale`` is output pixels per input pixel (1/16 or 16); ``tile`` and the
+    margin are in input pixels and multiples of the stride, so tiles stitch
+    exactly. Images that fit one tile are transformed whole.
+    """
+    H, W = x.shape[:2]
+    if H <= tile and W <= tile:
+        return np.asarray(fn(x[None]))[0]
+    margin = _MARGIN if scale < 1 else _MARGIN // 16
+    out = None
+    for y0 in range(0, H, tile):
+        for x0 in range(0, W, tile):
+            ya, xa = max(y0 - margin, 0), max(x0 - margin, 0)
+            yb, xb = min(y0 + tile + margin, H), min(x0 + tile + margin, W)
+            r = np.asarray(fn(x[None, ya:yb, xa:xb]))[0]
+            if out is None:
+                out = np.empty((int(H * scale), int(W * scale), r.shape[-1]), dtype=r.dtype)
+            oy, ox = int((y0 - ya) * scale), int((x0 - xa) * scale)
+            th, tw = int(min(tile, H - y0) * scale), int(min(tile, W - x0) * scale)
+            out[int(y0 * scale) : int(y0 * scale) + th, int(x0 * scale) : int(x0 * scale) + tw] = r[oy : oy + th, ox : ox + tw]
+    return out
+
+
+# --- the codec ------------------------------------------------------------------------
+
+
+def resolve(category: str | None, level: float | None) -> tuple[str, LoadedModel, int]:
+    """The category written to the file, its model, and the knob grid index."""
+    category = check_category(category) or "other"
+    lm = load_model(model_name(category))
+    level = lm.tuned_level if level is None else float(level)
+    num_levels = lm.model.config.num_levels
+    if not 0.0 <= level <= num_levels - 1:
+        raise InputImageError(f"level {level} is outside 0..{num_levels - 1}")
+    return category, lm, level_index(level, num_levels)
+
+
+def encode_image(img: PaddedImage, lm: LoadedModel, j: int, category: str) -> bytes:
+    m = lm.model
+    x = img.rgb.astype(np.float32) / 255.0
+    y = _tiled(m.analysis, x, 1 / 16, TILE)
+    g, _ = m.gains(np.array([j * LEVEL_STEP], dtype=np.float32))
+    q = np.rint(y * np.asarray(g)[0]).astype(np.int64)
+    sections = {container.LATENT: encode_symbols(q, lm.tables, j), **img.extra_sections()}
+    return Container(lm.name, lm.checksum, category, j, img.width, img.height, img.mode, img.pad, sections).to_bytes()
+
+
+def compress(image_or_path, category: str | None = None, level: float | None = None) -> bytes:
+    """Compress an image (path, bytes or PIL image) into ``.ccz`` bytes.
+
+    ``category`` picks the model (``None``: the general model until the
+    router exists); ``level`` is the continuous rate knob in
+    ``[0, len(LEVELS) - 1]`` (``None``: the category's tuned rate).
+    """
+    im, name = read_image(image_or_path)
+    try:
+        category, lm, j = resolve(category, level)
+    except InputImageError as e:
+        raise InputImageError(str(e), name) from None
+    return encode_image(PaddedImage(im, name), lm, j, category)
+
+
+def read_container(data_or_path) -> tuple[Container, str]:
+    if isinstance(data_or_path, (bytes, bytearray, memoryview)):
+        return Container.from_bytes(bytes(data_or_path), "<bytes>"), "<bytes>"
+    name = str(data_or_path)
+    try:
+        data = Path(data_or_path).read_bytes()
+    except OSError as e:
+        raise FormatError(f"cannot read: {e.strerror or e}", name) from None
+    return Container.from_bytes(data, name), name
+
+
+def decompress(data_or_path) -> Image.Image:
+    """Decode ``.ccz`` bytes or a ``.ccz`` path to a PIL image of the original size and mode."""
+    c, name = read_container(data_or_path)
+    try:
+        return decode_container(c)
+    except FormatError as e:
+        raise type(e)(str(e), name) from None
+
+
+def decode_container(c: Container) -> Image.Image:
+    if c.width * c.height > MAX_PIXELS:
+        raise FormatError(f"header claims {c.width}x{c.height}, over the {MAX_PIXELS}-pixel limit")
+    try:
+        lm = load_model(c.model_id)
+    except Exception:
+        raise ModelMismatchError(f"made with model {c.model_id!r}, which is not installed here") from None
+    if lm.checksum != c.checksum:
+        raise ModelMismatchError(
+            f"made with a different version of model {c.model_id!r} (checksum {c.checksum.hex()}, installed {lm.checksum.hex()})"
+        )
+    if c.level_index >= lm.tables.num_positions:
+        raise FormatError(f"rate level index {c.level_index} out of range")
+    m = lm.model
+    H, W = c.height + c.pad[1], c.width + c.pad[0]
+    q = decode_symbols(c.sections[container.LATENT], (H // 16, W // 16, m.config.M), lm.tables, c.level_index)
+    _, inv_g = m.gains(np.array([c.level_index * LEVEL_STEP], dtype=np.float32))
+    y_hat = (q * np.asarray(inv_g)[0]).astype(np.float32)
+    x_hat = _tiled(m.synthesis, y_hat, 16, TILE // 16)
+    rgb = np.clip(np.rint(x_hat * 255.0), 0, 255).astype(np.uint8)[: c.height, : c.width]
+    return restore_mode(rgb, c)
+
+
+def info(data_or_path) -> dict:
+    """The header of a ``.ccz`` file as a dict (no decoding)."""
+    c, name = read_container(data_or_path)
+    size = container.HEADER_SIZE + sum(len(v) + 5 for v in c.sections.values())
+    return {
+        "file": name, "format_version": container.VERSION, "model": c.model_id, "model_checksum": c.checksum.hex(),
+        "category": c.category, "level": round(c.level_index * LEVEL_STEP, 4), "width": c.width, "height": c.height,
+        "mode": c.mode, "padding": list(c.pad), "bytes": size, "bpp": 8 * size / (c.width * c.height),
+        "sections": {k.decode(): len(v) for k, v in c.sections.items()}, "header_bytes": container.HEADER_SIZE,
+    }  # fmt: skip
+
+
+def open_image(path) -> Image.Image:
+    """Open a ``.ccz`` file (decoded) or any image Pillow reads, as a PIL image."""
+    p = Path(path)
+    try:
+        with p.open("rb") as f:
+            is_ccz = f.read(4) == container.MAGIC
+    except OSError as e:
+        raise InputImageError(f"cannot read: {e.strerror or e}", p) from None
+    return decompress(p) if is_ccz else read_image(p)[0]
+
+
+__all__ = ["compress", "decompress", "info", "open_image", "CATEGORIES", "MAX_PIXELS"]

@@ -1,0 +1,54 @@
+"""Image quality metrics on uint8 RGB arrays (0..255), computed correctly.
+
+MSE, PSNR and L1 are plain numpy; SSIM comes from scikit-image (Gaussian
+window, sigma 1.5, as in Wang et al. 2004) and MS-SSIM from TensorFlow.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def _pair(a, b):
+    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    if a.shape != b.shape:
+        raise ValueError(f"shape mismatch {a.shape} vs {b.shape}")
+    return a, b
+
+
+def mse(a, b) -> float:
+    a, b = _pair(a, b)
+    return float(np.mean((a - b) ** 2))
+
+
+def psnr(a, b, peak=255.0) -> float:
+    """PSNR over all pixels and channels; ``inf`` for identical images."""
+    m = mse(a, b)
+    return float("inf") if m == 0 else float(10 * np.log10(peak**2 / m))
+
+
+def l1(a, b) -> float:
+    a, b = _pair(a, b)
+    return float(np.mean(np.abs(a - b)))
+
+
+def ssim(a, b) -> float:
+    from skimage.metrics import structural_similarity
+
+    a, b = _pair(a, b)
+    return float(structural_similarity(a, b, channel_axis=-1, data_range=255, gaussian_weights=True, sigma=1.5, use_sample_covariance=False))
+
+
+def ms_ssim(a, b) -> float:
+    """MS-SSIM (5 scales, standard weights); needs a short side of at least 161 px."""
+    import tensorflow as tf
+
+    a, b = _pair(a, b)
+    return float(tf.image.ssim_multiscale(a[None].astype(np.float32), b[None].astype(np.float32), max_val=255.0)[0])
+
+
+def all_metrics(a, b) -> dict:
+    out = {"mse": mse(a, b), "psnr": psnr(a, b), "l1": l1(a, b), "ssim": ssim(a, b)}
+    if min(np.shape(a)[:2]) >= 161:
+        out["ms_ssim"] = ms_ssim(a, b)
+    return out
