@@ -171,7 +171,7 @@ def resolve(category: str | None, level: float | None) -> tuple[str, LoadedModel
 
 def encode_image(img: PaddedImage, lm: LoadedModel, j: int, category: str) -> bytes:
     m = lm.model
-    x = img.rgb.astype(np.float32) / 255.0
+    x = img.rgb.astype(np.float32) / 255.0 - 0.5
     y = _tiled(m.analysis, x, 1 / 16, TILE)
     g, _ = m.gains(np.array([j * LEVEL_STEP], dtype=np.float32))
     q = np.rint(y * np.asarray(g)[0]).astype(np.int64)
@@ -233,7 +233,7 @@ def decode_container(c: Container) -> Image.Image:
     _, inv_g = m.gains(np.array([c.level_index * LEVEL_STEP], dtype=np.float32))
     y_hat = (q * np.asarray(inv_g)[0]).astype(np.float32)
     x_hat = _tiled(m.synthesis, y_hat, 16, TILE // 16)
-    rgb = np.clip(np.rint(x_hat * 255.0), 0, 255).astype(np.uint8)[: c.height, : c.width]
+    rgb = np.clip(np.rint((x_hat + 0.5) * 255.0), 0, 255).astype(np.uint8)[: c.height, : c.width]
     return restore_mode(rgb, c)
 
 

@@ -52,3 +52,41 @@ def all_metrics(a, b) -> dict:
     if min(np.shape(a)[:2]) >= 161:
         out["ms_ssim"] = ms_ssim(a, b)
     return out
+
+
+def bd_rate(rate_a, quality_a, rate_b, quality_b) -> float:
+    """Bjontegaard delta rate of curve B against reference A, in percent.
+
+    Negative means B needs fewer bits for the same quality. Log-rate is
+    interpolated as a function of quality with monotone piecewise-cubic
+    (PCHIP) curves -- the robust variant used by current VCEG/JVET tools --
+    and averaged over the overlapping quality interval. Returns NaN when the
+    curves do not overlap.
+    """
+    from scipy.interpolate import PchipInterpolator
+    from scipy.integrate import quad
+
+    def curve(r, q):
+        r, q = np.asarray(r, float), np.asarray(q, float)
+        order = np.argsort(q)
+        q, lr = q[order], np.log(r[order])
+        keep = np.concatenate([[True], np.diff(q) > 0])
+        return PchipInterpolator(q[keep], lr[keep]), q[keep].min(), q[keep].max()
+
+    fa, a0, a1 = curve(rate_a, quality_a)
+    fb, b0, b1 = curve(rate_b, quality_b)
+    lo, hi = max(a0, b0), min(a1, b1)
+    if hi <= lo:
+        return float("nan")
+    diff = (quad(fb, lo, hi, limit=200)[0] - quad(fa, lo, hi, limit=200)[0]) / (hi - lo)
+    return float((np.exp(diff) - 1) * 100)
+
+
+def quality_at_rate(rate, quality, target_rate) -> float:
+    """Quality of a curve at ``target_rate`` (linear in log-rate); NaN outside it."""
+    r, q = np.log(np.asarray(rate, float)), np.asarray(quality, float)
+    order = np.argsort(r)
+    t = np.log(target_rate)
+    if not r[order][0] <= t <= r[order][-1]:
+        return float("nan")
+    return float(np.interp(t, r[order], q[order]))

@@ -33,7 +33,7 @@ IMAGE_EXTS = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", ".gif"}
 class PlateauCosine(keras.optimizers.schedules.LearningRateSchedule):
     """Constant ``peak`` until ``hold`` of the steps, then cosine down to ``final``."""
 
-    def __init__(self, total_steps, peak=1e-3, final=1e-5, hold=0.65, warmup=200):
+    def __init__(self, total_steps, peak=3e-4, final=1e-5, hold=0.5, warmup=200):
         self.total_steps, self.peak, self.final, self.hold, self.warmup = total_steps, peak, final, hold, warmup
 
     def __call__(self, step):
@@ -81,6 +81,9 @@ class RDTrainer(keras.Model):
             bpp, mse, lam = self.rd_terms(x, training=True)
             loss = ops.mean(bpp + lam * mse)
         grads = tape.gradient(loss, variables)
+        # A non-finite batch (rare GDN overflow) must not poison the weights.
+        finite = tf.math.is_finite(loss)
+        grads = [tf.where(finite, g, tf.zeros_like(g)) for g in grads]
         self.optimizer.apply_gradients(zip(grads, variables))
         return self._update(loss, bpp, mse)
 
@@ -206,7 +209,7 @@ def train(
     steps=100_000,
     crop=128,
     batch=8,
-    lr=1e-3,
+    lr=3e-4,
     categories=None,
     init=None,
     resume=False,
@@ -254,7 +257,7 @@ def main(argv=None):
     p.add_argument("--steps", type=int, default=100_000)
     p.add_argument("--crop", type=int, default=128)
     p.add_argument("--batch", type=int, default=8)
-    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--lr", type=float, default=3e-4)
     p.add_argument("--N", type=int, default=128)
     p.add_argument("--M", type=int, default=192)
     p.add_argument("--category", action="append")

@@ -63,13 +63,14 @@ class GDN(layers.Layer):
     def build(self, shape):
         c = shape[-1]
         self.beta = self.add_weight(shape=(c,), initializer="ones", name="beta")
-        self.gamma = self.add_weight(
-            shape=(c, c), initializer=keras.initializers.Constant(np.sqrt(0.1) * np.eye(c)), name="gamma"
-        )
+        # gamma = raw**2: off-diagonals start small but not at 0, where the
+        # square's gradient would vanish and they could never be learned.
+        init = np.sqrt(0.1) * np.eye(c) + 1e-3 * (1 - np.eye(c))
+        self.gamma = self.add_weight(shape=(c, c), initializer=keras.initializers.Constant(init), name="gamma")
 
     def call(self, x):
         beta = ops.square(ops.maximum(self.beta, 1e-3)) + 1e-6
-        gamma = ops.square(ops.maximum(self.gamma, 0.0))
+        gamma = ops.square(self.gamma)
         norm = ops.sqrt(ops.matmul(ops.square(x), gamma) + beta)
         return x * norm if self.inverse else x / norm
 
@@ -83,7 +84,7 @@ def _conv(filters, transpose=False, name=None):
 
 
 def build_analysis(cfg: ModelConfig) -> keras.Sequential:
-    """Image in [0, 1] (B, H, W, 3) -> latent (B, H/16, W/16, M)."""
+    """Centred image in [-0.5, 0.5] (B, H, W, 3) -> latent (B, H/16, W/16, M)."""
     seq = []
     for i in range(3):
         seq += [_conv(cfg.N, name=f"conv{i}"), GDN(name=f"gdn{i}")]
@@ -92,7 +93,7 @@ def build_analysis(cfg: ModelConfig) -> keras.Sequential:
 
 
 def build_synthesis(cfg: ModelConfig) -> keras.Sequential:
-    """Latent (B, h, w, M) -> image (B, 16h, 16w, 3), roughly in [0, 1]."""
+    """Latent (B, h, w, M) -> centred image (B, 16h, 16w, 3), roughly in [-0.5, 0.5]."""
     seq = []
     for i in range(3):
         seq += [_conv(cfg.N, transpose=True, name=f"deconv{i}"), GDN(inverse=True, name=f"igdn{i}")]
@@ -163,7 +164,7 @@ class CompressionModel(keras.Model):
         return ops.exp(lerp_rows(loglam, level))[:, 0]
 
     def call(self, x, level, training=False):
-        y = self.analysis(x)
+        y = self.analysis(x - 0.5)
         g, inv_g = self.gains(level)
         z = y * g
         if training:
@@ -174,7 +175,7 @@ class CompressionModel(keras.Model):
         else:
             z_noisy = z_hat = ops.round(z)
         likelihood = self.density.likelihood(z_noisy, g)
-        x_hat = self.synthesis(z_hat * inv_g)
+        x_hat = self.synthesis(z_hat * inv_g) + 0.5
         return x_hat, z_hat, likelihood
 
 
