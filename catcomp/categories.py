@@ -7,6 +7,7 @@ category's model lives, so a name is spelled in exactly one place.
 from __future__ import annotations
 
 import os
+import site
 import sys
 from pathlib import Path
 
@@ -28,9 +29,8 @@ def models_dir() -> Path:
     if "CATCOMP_MODELS" in os.environ:
         return Path(os.environ["CATCOMP_MODELS"])
     checkout = Path(__file__).resolve().parent.parent / "models"
-    if checkout.is_dir():
-        return checkout
-    return Path(sys.prefix) / "share" / "catcomp" / "models"
+    installed = [Path(p) / "share" / "catcomp" / "models" for p in (sys.prefix, site.USER_BASE or "")]
+    return next((d for d in [checkout, *installed] if d.is_dir()), installed[0])
 
 
 def check_category(category: str | None) -> str | None:

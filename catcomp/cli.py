@@ -118,5 +118,22 @@ def demo(output):
     _report(comp + back)
 
 
+@main.group()
+def data():
+    """Prepare training data: extract, downscale, stats (see data_prep/)."""
+
+
+def _add_data_commands():
+    from data_prep.downscale import downscale_cmd
+    from data_prep.extract import extract_cmd
+    from data_prep.stats import stats_cmd
+
+    for cmd in (extract_cmd, downscale_cmd, stats_cmd):
+        data.add_command(cmd)
+
+
+_add_data_commands()
+
+
 if __name__ == "__main__":
     main()

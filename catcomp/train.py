@@ -134,6 +134,19 @@ def load_pool(files, crop, half_res_above=384):
     return pool
 
 
+def training_pool(data, crop, categories=None):
+    """The ``train`` images of ``data``: HDF5 patch files (from data_prep) when
+    the folder has them, else the image folders ``<category>/train/``.
+    Returns the list of arrays and the number of source files."""
+    from data_prep.pipeline import h5_files, load_patches
+
+    h5 = h5_files(data, "train", categories)
+    if h5:
+        return [p for p in load_patches(h5) if min(p.shape[:2]) >= crop], len(h5)
+    files = list_images([data], "train", categories)
+    return load_pool(files, crop), len(files)
+
+
 def crop_dataset(pool, crop, batch, seed=0):
     """Infinite tf.data stream of random crops + flips from an in-memory pool."""
     sizes = np.array([p.shape[0] * p.shape[1] for p in pool], dtype=np.float64)
@@ -229,8 +242,8 @@ def train(
     schedule = PlateauCosine(steps, peak=lr)
     trainer.compile(optimizer=keras.optimizers.Adam(schedule, global_clipnorm=1.0))
     start = restore(trainer, ckpt_dir) if resume and (ckpt_dir / "state.json").is_file() else 0
-    files = list_images([data], "train", categories)
-    ds = crop_dataset(load_pool(files, crop), crop, batch, seed=seed + start)
+    pool, n_sources = training_pool(data, crop, categories)
+    ds = crop_dataset(pool, crop, batch, seed=seed + start)
     per_epoch = 500
     epochs = math.ceil((steps - start) / per_epoch)
     t0 = time.time()
@@ -243,7 +256,7 @@ def train(
             verbose=2,
         )
     info = {"steps": int(np.asarray(trainer.optimizer.iterations)), "crop": crop, "batch": batch, "lr_peak": lr,
-            "train_images": len(files), "data": str(data), "categories": categories or "all",
+            "train_sources": n_sources, "train_pool": len(pool), "data": str(data), "categories": categories or "all",
             "seconds_this_run": round(time.time() - t0)}
     return save_model(model, out_dir, {**(card or {}), "training": info})
 

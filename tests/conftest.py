@@ -29,11 +29,14 @@ def use_tiny_models(tiny_models, monkeypatch):
 
 
 def photo(w=64, h=48, seed=0):
-    """A smooth colour image with some texture (uint8 RGB array)."""
+    """A smooth colour image with texture, different for every seed (uint8 RGB)."""
     rng = np.random.default_rng(seed)
-    yy, xx = np.mgrid[0:h, 0:w]
-    base = np.stack([xx * 255 / max(w, 1), yy * 255 / max(h, 1), (xx + yy) * 127 / max(w + h, 1)], -1)
-    return np.clip(base + rng.normal(0, 8, (h, w, 3)), 0, 255).astype(np.uint8)
+    yy, xx = np.mgrid[0:h, 0:w] / 40.0
+    chans = []
+    for _ in range(3):
+        fx, fy, ph = rng.uniform(-2, 2, 3)
+        chans.append(127 + 90 * np.sin(fx * xx + fy * yy + ph * 3) * np.cos(rng.uniform(0.2, 1.5) * yy + ph))
+    return np.clip(np.stack(chans, -1) + rng.normal(0, 8, (h, w, 3)), 0, 255).astype(np.uint8)
 
 
 @pytest.fixture
