@@ -27,9 +27,6 @@ from .transforms import CompressionModel, ModelConfig
 from .atomic import write_bytes_atomic
 from .zoo import save_model
 
-IMAGE_EXTS = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", ".gif"}
-
-
 class PlateauCosine(keras.optimizers.schedules.LearningRateSchedule):
     """Constant ``peak`` until ``hold`` of the steps, then cosine down to ``final``."""
 
@@ -95,40 +92,20 @@ class RDTrainer(keras.Model):
 # --- data ---------------------------------------------------------------------
 
 
-def list_images(roots, split="train", categories=None):
-    """Image files under ``root/<category>/<split>/`` for each root."""
-    files = []
-    for root in roots:
-        root = Path(root)
-        for cat_dir in sorted(p for p in root.iterdir() if p.is_dir()):
-            if categories and cat_dir.name not in categories:
-                continue
-            d = cat_dir / split
-            if d.is_dir():
-                files += sorted(p for p in d.rglob("*") if p.suffix.lower() in IMAGE_EXTS)
-    return files
-
-
-def load_pool(files, crop, half_res_above=384):
-    """Decode images to uint8 RGB arrays; add a half-size copy of large ones.
+def load_pool(arrays, crop, half_res_above=384):
+    """Keep images with a side of at least ``crop``; add a half-size copy of large ones.
 
     Downscaled copies are cleaner (fewer JPEG artefacts, more detail per
     pixel), the usual trick for learned-compression training sets.
     """
-    from PIL import Image
+    from data_prep.patches import downscale
 
     pool = []
-    for f in files:
-        try:
-            with Image.open(f) as im:
-                im = im.convert("RGB")
-        except OSError:
-            continue
-        if min(im.size) >= crop:
-            pool.append(np.asarray(im))
-        if min(im.size) >= half_res_above:
-            half = im.resize((im.width // 2, im.height // 2), Image.Resampling.LANCZOS)
-            pool.append(np.asarray(half))
+    for rgb in arrays:
+        if min(rgb.shape[:2]) >= crop:
+            pool.append(rgb)
+        if min(rgb.shape[:2]) >= half_res_above:
+            pool.append(downscale(rgb, factor=2)[0])
     if not pool:
         raise ValueError(f"no usable training images (need a side of at least {crop} px)")
     return pool
@@ -139,12 +116,21 @@ def training_pool(data, crop, categories=None):
     the folder has them, else the image folders ``<category>/train/``.
     Returns the list of arrays and the number of source files."""
     from data_prep.pipeline import h5_files, load_patches
+    from data_prep.sources import BadFile, open_source
 
     h5 = h5_files(data, "train", categories)
     if h5:
         return [p for p in load_patches(h5) if min(p.shape[:2]) >= crop], len(h5)
-    files = list_images([data], "train", categories)
-    return load_pool(files, crop), len(files)
+    records = [r for r in open_source(data) if r.split == "train" and (not categories or r.category in categories)]
+
+    def arrays():
+        for r in records:
+            try:
+                yield r.load()
+            except BadFile:
+                continue
+
+    return load_pool(arrays(), crop), len(records)
 
 
 def crop_dataset(pool, crop, batch, seed=0):
@@ -244,7 +230,7 @@ def train(
     start = restore(trainer, ckpt_dir) if resume and (ckpt_dir / "state.json").is_file() else 0
     pool, n_sources = training_pool(data, crop, categories)
     ds = crop_dataset(pool, crop, batch, seed=seed + start)
-    per_epoch = 500
+    per_epoch = max(1, min(500, steps - start))
     epochs = math.ceil((steps - start) / per_epoch)
     t0 = time.time()
     if epochs > 0:
@@ -254,6 +240,7 @@ def train(
             steps_per_epoch=per_epoch,
             callbacks=[Checkpointer(ckpt_dir, ckpt_every_s), keras.callbacks.CSVLogger(str(out_dir / "train_log.csv"), append=True)],
             verbose=2,
+            shuffle=False,
         )
     info = {"steps": int(np.asarray(trainer.optimizer.iterations)), "crop": crop, "batch": batch, "lr_peak": lr,
             "train_sources": n_sources, "train_pool": len(pool), "data": str(data), "categories": categories or "all",

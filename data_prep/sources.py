@@ -58,6 +58,8 @@ def read_rgb(path) -> np.ndarray:
         with Image.open(path) as im:
             im.seek(0)
             im = ImageOps.exif_transpose(im)
+            if im.mode == "P" and "transparency" in im.info:
+                im = im.convert("RGBA")
             if im.mode in ("I;16", "I;16B", "I;16L", "I"):
                 im = Image.fromarray((np.asarray(im, dtype=np.float64) / 257).clip(0, 255).astype(np.uint8))
             return np.asarray(im.convert("RGB"))
