@@ -17,7 +17,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import DATA, RESULTS, baseline_codecs, catcomp_point, load_rgb, plot, summarize, sweep, write_json  # noqa: E402
 
-from catcomp.zoo import load_model  # noqa: E402
+from catcomp.zoo import load_model, update_card  # noqa: E402
 
 
 def main(argv=None):
@@ -28,6 +28,7 @@ def main(argv=None):
     p.add_argument("--codecs", default="jpeg,webp,avif,jpeg2000")
     p.add_argument("--limit", type=int, default=0, help="use only the first N images")
     p.add_argument("--out", type=Path, default=RESULTS / "rd_kodak.json")
+    p.add_argument("--update-card", action="store_true", help="write the measured points into the model's card.json")
     a = p.parse_args(argv)
     files = sorted(a.kodak.glob("*.png"))[: a.limit or None]
     if not files:
@@ -48,6 +49,10 @@ def main(argv=None):
     }
     write_json(a.out, result)
     plot(curves, a.out.with_suffix(".png"), f"Kodak ({len(files)} images): catcomp {lm.name} vs Pillow codecs")
+    if a.update_card:
+        name = "catcomp-" + lm.name
+        update_card(lm, {"kodak": {"images": len(files), "points": curves[name], **result["summary"][name],
+                                   "command": "python bench/rd_kodak.py --update-card"}})
     for name, s in result["summary"].items():
         print(f"{name:>18}: " + "  ".join(f"{k}={v:.2f}" for k, v in s.items() if not np.isnan(v)))
     print(f"wrote {a.out} and {a.out.with_suffix('.png')}")

@@ -34,6 +34,7 @@ class LoadedModel:
     model: CompressionModel
     tables: EntropyTables
     card: dict
+    directory: Path
 
     @property
     def checksum(self) -> bytes:
@@ -90,6 +91,13 @@ def read_card(model_dir: Path) -> dict:
         raise ModelError(f"cannot read model card: {e}", Path(model_dir) / CARD) from None
 
 
+def update_card(lm: "LoadedModel", rd: dict):
+    """Merge measured rate-distortion results into a loaded model's card on disk."""
+    card = read_card(lm.directory)
+    card.setdefault("rd", {}).update(rd)
+    write_card(lm.directory, card)
+
+
 def write_card(model_dir: Path, card: dict):
     write_bytes_atomic(Path(model_dir) / CARD, (json.dumps(card, indent=2) + "\n").encode())
 
@@ -109,7 +117,7 @@ def _load(model_dir: str, checksum: str) -> LoadedModel:
         tables = EntropyTables.from_bytes((d / TABLES).read_bytes())
     except Exception as e:  # h5py / numpy errors on damaged files
         raise ModelError(f"cannot load model: {e}", d) from None
-    return LoadedModel(card.get("name", d.name), model, tables, card)
+    return LoadedModel(card.get("name", d.name), model, tables, card, d)
 
 
 def load_model(name_or_dir: str | Path) -> LoadedModel:
