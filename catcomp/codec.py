@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import io
 import os
+import re
 import warnings
 from pathlib import Path
 
@@ -18,10 +19,10 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from . import container
-from .categories import CATEGORIES, check_category, model_name
+from .categories import CATEGORIES, check_category, model_name, models_dir
 from .container import Container
 from .entropy import LEVEL_STEP, decode_symbols, encode_symbols, level_index
-from .errors import FormatError, InputImageError, ModelMismatchError
+from .errors import CatcompError, FormatError, InputImageError, ModelMismatchError
 from .zoo import LoadedModel, load_model
 
 #: Largest image (pixels) accepted, in and out; CATCOMP_MAX_PIXELS overrides.
@@ -31,6 +32,7 @@ TILE = 1024
 _MARGIN = 64  # pixels of context around each tile (receptive field ~61 px)
 _ALPHA_MODES = {"RGBA", "LA", "PA", "RGBa", "La"}
 _SIXTEEN_BIT = {"I;16", "I;16L", "I;16B", "I;16N", "I", "F"}
+_MODEL_ID = re.compile(r"[a-z0-9][a-z0-9_-]{0,15}")
 
 
 class PaddedImage:
@@ -165,7 +167,7 @@ def resolve(category: str | None, level: float | None) -> tuple[str, LoadedModel
     level = lm.tuned_level if level is None else float(level)
     num_levels = lm.model.config.num_levels
     if not 0.0 <= level <= num_levels - 1:
-        raise InputImageError(f"level {level} is outside 0..{num_levels - 1}")
+        raise CatcompError(f"level {level} is outside 0..{num_levels - 1}")
     return category, lm, level_index(level, num_levels)
 
 
@@ -186,11 +188,8 @@ def compress(image_or_path, category: str | None = None, level: float | None = N
     router exists); ``level`` is the continuous rate knob in
     ``[0, len(LEVELS) - 1]`` (``None``: the category's tuned rate).
     """
+    category, lm, j = resolve(category, level)
     im, name = read_image(image_or_path)
-    try:
-        category, lm, j = resolve(category, level)
-    except InputImageError as e:
-        raise InputImageError(str(e), name) from None
     return encode_image(PaddedImage(im, name), lm, j, category)
 
 
@@ -217,10 +216,11 @@ def decompress(data_or_path) -> Image.Image:
 def decode_container(c: Container) -> Image.Image:
     if c.width * c.height > MAX_PIXELS:
         raise FormatError(f"header claims {c.width}x{c.height}, over the {MAX_PIXELS}-pixel limit")
-    try:
-        lm = load_model(c.model_id)
-    except Exception:
-        raise ModelMismatchError(f"made with model {c.model_id!r}, which is not installed here") from None
+    if not _MODEL_ID.fullmatch(c.model_id):
+        raise FormatError(f"invalid model id {c.model_id!r}")
+    if not (models_dir() / c.model_id / "card.json").is_file():
+        raise ModelMismatchError(f"made with model {c.model_id!r}, which is not installed here")
+    lm = load_model(models_dir() / c.model_id)
     if lm.checksum != c.checksum:
         raise ModelMismatchError(
             f"made with a different version of model {c.model_id!r} (checksum {c.checksum.hex()}, installed {lm.checksum.hex()})"

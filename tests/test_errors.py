@@ -123,3 +123,10 @@ def test_tampered_weights_are_refused(tiny_models, tmp_path):
     w.write_bytes(bytes(data))
     with pytest.raises(catcomp.ModelError, match="SHA-256"):
         load_model(d)
+
+
+def test_model_id_cannot_point_outside_the_models_folder(ccz):
+    c = container.Container.from_bytes(ccz.read_bytes())
+    c.model_id = "../general"
+    with pytest.raises(catcomp.FormatError, match="invalid model id"):
+        catcomp.decompress(c.to_bytes())
