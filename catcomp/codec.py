@@ -32,6 +32,8 @@ TILE = 1024
 _MARGIN = 64  # pixels of context around each tile (receptive field ~61 px)
 _ALPHA_MODES = {"RGBA", "LA", "PA", "RGBa", "La"}
 _SIXTEEN_BIT = {"I;16", "I;16L", "I;16B", "I;16N", "I", "F"}
+#: Modes decoded as a close relative PIL can convert back to.
+_RESTORE_AS = {"PA": "RGBA", "RGBa": "RGBA", "La": "LA", "RGBX": "RGB", "I;16L": "I;16", "I;16B": "I;16", "I;16N": "I;16"}
 _MODEL_ID = re.compile(r"[a-z0-9][a-z0-9_-]{0,15}")
 
 
@@ -39,7 +41,7 @@ class PaddedImage:
     """An RGB uint8 array padded to a multiple of 16 plus what restores the original."""
 
     def __init__(self, im: Image.Image, name=None):
-        self.mode, self.width, self.height = im.mode, im.width, im.height
+        self.mode, self.width, self.height = _RESTORE_AS.get(im.mode, im.mode), im.width, im.height
         self.alpha = self.palette = None
         if im.mode == "P" and "transparency" in im.info:
             im = im.convert("RGBA")
@@ -88,7 +90,7 @@ def restore_mode(rgb: np.ndarray, c: Container) -> Image.Image:
             raise FormatError(f"corrupt alpha section: {e}") from None
         if alpha.size != im.size or alpha.mode != "L":
             raise FormatError("corrupt alpha section (wrong size or mode)")
-        base = im.convert("L") if c.mode in ("LA", "La") else im
+        base = im.convert("L") if c.mode == "LA" else im
         base.putalpha(alpha)
         return base.convert(c.mode)
     return im if c.mode == "RGB" else im.convert(c.mode)

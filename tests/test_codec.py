@@ -144,3 +144,11 @@ def test_png_bytes_input():
     buf = io.BytesIO()
     Image.fromarray(photo()).save(buf, "PNG")
     assert catcomp.decompress(catcomp.compress(buf.getvalue())).size == (64, 48)
+
+
+@pytest.mark.parametrize("mode,restored", [("PA", "RGBA"), ("RGBX", "RGB"), ("YCbCr", "YCbCr")])
+def test_unusual_modes_restore_to_a_close_relative(mode, restored):
+    im = Image.fromarray(photo()).convert("RGBA" if mode == "PA" else "RGB")
+    im = im.convert("P").convert("PA") if mode == "PA" else im.convert(mode)
+    out = catcomp.decompress(catcomp.compress(im))
+    assert out.mode == restored and out.size == im.size
