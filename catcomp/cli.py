@@ -108,14 +108,16 @@ def demo(output):
     comp = compress_files(samples, output / "compressed", overwrite=True)
     made = [Path(r.output) for r in comp if r.ok]
     back = decompress_files(made, output / "restored", overwrite=True)
-    click.echo(f"{'file':<24}{'category':>11}{'size':>9}{'bytes':>9}{'bpp':>8}{'PSNR dB':>9}")
+    click.echo(f"{'file':<24}{'category':>11}{'size':>10}{'bytes':>9}{'bpp':>8}{'PSNR dB':>9}")
     restored = {Path(r.path).name: Path(r.output) for r in back if r.ok}
     for r in comp:
         if r.ok:
             p = psnr_of(r.path, restored[Path(r.output).name]) if Path(r.output).name in restored else float("nan")
-            click.echo(f"{Path(r.path).name:<24}{r.category:>11}{r.width:>4}x{r.height:<4}{r.out_bytes:>9}{r.bpp:>8.3f}{p:>9.2f}")
+            size = f"{r.width}x{r.height}"
+            click.echo(f"{Path(r.path).name:<24}{r.category:>11}{size:>10}{r.out_bytes:>9}{r.bpp:>8.3f}{p:>9.2f}")
     click.echo(f"outputs in {output}/compressed and {output}/restored")
-    _report(comp + back)
+    _report(back, quiet=True)
+    _report(comp)
 
 
 @main.group()
