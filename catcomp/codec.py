@@ -19,7 +19,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from . import container
-from .categories import CATEGORIES, check_category, model_name, models_dir
+from .categories import check_category, model_name, models_dir
 from .container import Container
 from .entropy import LEVEL_STEP, decode_symbols, encode_symbols, level_index
 from .errors import CatcompError, FormatError, InputImageError, ModelMismatchError
@@ -262,4 +262,4 @@ def open_image(path) -> Image.Image:
     return decompress(p) if is_ccz else read_image(p)[0]
 
 
-__all__ = ["compress", "decompress", "info", "open_image", "CATEGORIES", "MAX_PIXELS"]
+__all__ = ["compress", "decompress", "info", "open_image", "MAX_PIXELS"]

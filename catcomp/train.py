@@ -12,6 +12,7 @@ state (its step counter included) and the step every few minutes, atomically.
 
 from __future__ import annotations
 
+import io
 import json
 import math
 import os
@@ -179,8 +180,6 @@ class Checkpointer(keras.callbacks.Callback):
         trainer.model.save_weights(tmp)
         os.replace(tmp, self.dir / "ckpt.weights.h5")
         opt = {f"v{i}": np.asarray(v) for i, v in enumerate(trainer.optimizer.variables)}
-        import io
-
         buf = io.BytesIO()
         np.savez(buf, **opt)
         write_bytes_atomic(self.dir / "optimizer.npz", buf.getvalue())
