@@ -33,3 +33,12 @@ def write_bytes_atomic(path, data: bytes, overwrite: bool = True):
                 raise CatcompError("output exists (use --overwrite to replace it)", path) from None
     finally:
         Path(tmp).unlink(missing_ok=True)
+
+
+def save_weights_atomic(model, path):
+    """``model.save_weights`` to a temporary name beside ``path``, then rename,
+    so an interrupted save never leaves a half-written weights file."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp.weights.h5")
+    model.save_weights(tmp)
+    os.replace(tmp, path)

@@ -15,7 +15,6 @@ from __future__ import annotations
 import io
 import json
 import math
-import os
 import time
 from pathlib import Path
 
@@ -25,7 +24,7 @@ import tensorflow as tf
 from keras import ops
 
 from .transforms import CompressionModel, ModelConfig
-from .atomic import write_bytes_atomic
+from .atomic import save_weights_atomic, write_bytes_atomic
 from .zoo import save_model
 
 class PlateauCosine(keras.optimizers.schedules.LearningRateSchedule):
@@ -176,9 +175,7 @@ class Checkpointer(keras.callbacks.Callback):
     def save(self, logs=None):
         self.dir.mkdir(parents=True, exist_ok=True)
         trainer = self.model
-        tmp = self.dir / ".ckpt.tmp.weights.h5"
-        trainer.model.save_weights(tmp)
-        os.replace(tmp, self.dir / "ckpt.weights.h5")
+        save_weights_atomic(trainer.model, self.dir / "ckpt.weights.h5")
         opt = {f"v{i}": np.asarray(v) for i, v in enumerate(trainer.optimizer.variables)}
         buf = io.BytesIO()
         np.savez(buf, **opt)

@@ -11,13 +11,12 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from .atomic import write_bytes_atomic
+from .atomic import save_weights_atomic, write_bytes_atomic
 from .categories import models_dir
 from .entropy import LEVEL_STEP, EntropyTables, build_tables
 from .errors import ModelError
@@ -65,9 +64,7 @@ def save_model(model: CompressionModel, out_dir: Path, card: dict | None = None)
     """Write weights, freshly built tables and the card to ``out_dir``."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    tmp = out_dir / f".{WEIGHTS}.tmp.weights.h5"
-    model.save_weights(tmp)
-    os.replace(tmp, out_dir / WEIGHTS)
+    save_weights_atomic(model, out_dir / WEIGHTS)
     tables = build_tables(model.density, knob_gains(model))
     write_bytes_atomic(out_dir / TABLES, tables.to_bytes())
     w, t = sha256(out_dir / WEIGHTS), sha256(out_dir / TABLES)
