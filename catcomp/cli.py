@@ -10,6 +10,8 @@ import click
 
 from .categories import CATEGORIES
 
+DEFAULT_RD_STEPS, DEFAULT_GAN_STEPS, DEFAULT_BETA = 3000, 1500, 0.01
+
 
 def _progress(total, label):
     from tqdm import tqdm
@@ -118,6 +120,40 @@ def demo(output):
     click.echo(f"outputs in {output}/compressed and {output}/restored")
     _report(back, quiet=True)
     _report(comp)
+
+
+@main.command("train")
+@click.argument("category", type=click.Choice(CATEGORIES + ("general",)))
+@click.option("--data", "data_dir", envvar="CATCOMP_DATA", required=True, type=click.Path(exists=True, file_okay=False, path_type=Path),
+              help="Images by category (folders, MANIFEST.tsv or data_prep HDF5); only the train split is read. Env: CATCOMP_DATA.")
+@click.option("--init", default=None, help="Model to fine-tune from: a name or directory, or 'scratch'. Default: general (scratch for general).")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), help="Model directory to write [default: <models>/CATEGORY].")
+@click.option("--steps", default=DEFAULT_RD_STEPS, show_default=True, help="Rate-distortion steps (phase 1).")
+@click.option("--gan-steps", default=DEFAULT_GAN_STEPS, show_default=True, help="Adversarial fine-tuning steps (phase 2; 0 = none).")
+@click.option("--beta", default=DEFAULT_BETA, show_default=True, help="Weight of the adversarial loss in phase 2.")
+@click.option("--lr", default=1e-4, show_default=True, help="Peak learning rate of phase 1 (use 3e-4 from scratch).")
+@click.option("--crop", default=128, show_default=True)
+@click.option("--batch", default=8, show_default=True)
+@click.option("--bf16/--fp32", default=True, show_default=True, help="bfloat16 transforms during training (weights stay float32).")
+@click.option("--strategy", type=click.Choice(["auto", "default", "mirrored", "multiworker"]), default="auto", show_default=True,
+              help="tf.distribute strategy; auto picks multi-worker with TF_CONFIG, mirrored with several GPUs.")
+@click.option("--resume", is_flag=True, help="Continue from the checkpoints in OUT/checkpoint.")
+@click.option("--checkpoint-minutes", default=5.0, show_default=True)
+def train_cmd(category, data_dir, init, out, steps, gan_steps, beta, lr, crop, batch, bf16, strategy, resume, checkpoint_minutes):
+    """Train or fine-tune the model of one CATEGORY; other models are untouched."""
+    from .categories import models_dir
+    from .train import train
+
+    init = init or ("scratch" if category == "general" else "general")
+    if init != "scratch" and not Path(init).is_dir():
+        init = models_dir() / init
+    if init != "scratch" and not (Path(init) / "model.weights.h5").is_file():
+        raise click.BadParameter(f"{init}: no model.weights.h5 to start from", param_hint="--init")
+    card = {"name": category, "category": category, "data": {"root": str(data_dir), "splits_used": ["train"]}}
+    card = train(data_dir, out or models_dir() / category, steps=steps, gan_steps=gan_steps, beta=beta, lr=lr, crop=crop, batch=batch,
+                 categories=None if category == "general" else [category], init=None if init == "scratch" else init, resume=resume,
+                 ckpt_every_s=checkpoint_minutes * 60, card=card, bf16=bf16, strategy=strategy)
+    click.echo(f"saved {card['name']} ({card['training']['rd_steps']}+{card['training']['gan_steps']} steps) to {out or models_dir() / category}")
 
 
 @main.group()

@@ -15,6 +15,8 @@ from __future__ import annotations
 import io
 import json
 import math
+import os
+import sys
 import time
 from pathlib import Path
 
@@ -23,9 +25,9 @@ import numpy as np
 import tensorflow as tf
 from keras import ops
 
-from .transforms import CompressionModel, ModelConfig
+from .transforms import CompressionModel, ModelConfig, build_discriminator
 from .atomic import save_weights_atomic, write_bytes_atomic
-from .zoo import save_model
+from .zoo import read_card, save_model
 
 class PlateauCosine(keras.optimizers.schedules.LearningRateSchedule):
     """Constant ``peak`` until ``hold`` of the steps, then cosine down to ``final``."""
@@ -44,49 +46,123 @@ class PlateauCosine(keras.optimizers.schedules.LearningRateSchedule):
         return dict(total_steps=self.total_steps, peak=self.peak, final=self.final, hold=self.hold, warmup=self.warmup)
 
 
-class RDTrainer(keras.Model):
-    """Wraps a :class:`CompressionModel` for rate-distortion training."""
+class Trainer(keras.Model):
+    """Trains a :class:`CompressionModel`, the keras-io DCGAN pattern extended to
+    rate-distortion.
 
-    def __init__(self, model: CompressionModel, **kw):
+    Generator loss per sample: ``bpp + lambda(level) * MSE_255`` plus, when a
+    discriminator is given and ``beta > 0``, ``beta * softplus(-D(x_hat, z))``
+    (non-saturating GAN loss). ``D`` is conditioned on the quantized latent
+    (HiFiC) and learns ``softplus(-D(x, z)) + softplus(D(x_hat, z))`` with its
+    own optimizer: ``compile(optimizer=..., d_optimizer=...)``.
+    """
+
+    def __init__(self, model: CompressionModel, discriminator=None, beta=0.0, **kw):
         super().__init__(**kw)
         self.model = model
-        self.trackers = {k: keras.metrics.Mean(name=k) for k in ("loss", "bpp", "psnr")}
+        self.discriminator = discriminator
+        self.beta = float(beta)
+        names = ("loss", "bpp", "psnr") + (("adv", "d_loss") if self.gan else ())
+        self.trackers = {k: keras.metrics.Mean(name=k) for k in names}
+        self.built = True  # the parts are built; fit must not trace a call()
+        # Created here, not lazily inside the traced step (tf.distribute needs that).
+        self.seed = keras.random.SeedGenerator(int(np.random.randint(2**31)))
+
+    @property
+    def gan(self) -> bool:
+        return self.discriminator is not None and self.beta > 0
+
+    def compile(self, optimizer, d_optimizer=None, **kw):
+        super().compile(optimizer=optimizer, **kw)
+        self.d_optimizer = d_optimizer
+        # Built here, on exactly the variables each one updates, so that
+        # checkpoints hold the same slots on every run.
+        optimizer.build(self.model.trainable_variables)
+        if self.gan:
+            d_optimizer.build(self.discriminator.trainable_variables)
+
+    @property
+    def optimizers(self):
+        return {"g": self.optimizer} | ({"d": self.d_optimizer} if self.gan else {})
+
+    @property
+    def parts(self):
+        return {"model": self.model} | ({"disc": self.discriminator} if self.gan else {})
 
     @property
     def metrics(self):
         return list(self.trackers.values())
 
-    def rd_terms(self, x, training):
-        """Per-sample bpp, MSE (0..255 scale) and lambda at random levels."""
+    def losses_of(self, x, training):
+        """Generator loss, discriminator loss (or None) and per-sample bpp, MSE."""
+        x = ops.convert_to_tensor(x, "float32")
         b = ops.shape(x)[0]
-        level = keras.random.uniform((b,), 0.0, self.model.config.num_levels - 1.0)
-        x_hat, _, lik = self.model(x, level, training=training)
+        level = keras.random.uniform((b,), 0.0, self.model.config.num_levels - 1.0, seed=self.seed)
+        x_hat, z_hat, lik = self.model(x, level, training=training, seed=self.seed)
         pixels = ops.cast(ops.shape(x)[1] * ops.shape(x)[2], "float32")
         bpp = -ops.sum(ops.log(lik), axis=(1, 2, 3)) / (math.log(2.0) * pixels)
         mse = ops.mean(ops.square(x - x_hat), axis=(1, 2, 3)) * 255.0**2
-        return bpp, mse, self.model.lambdas(level)
+        loss = ops.mean(bpp + self.model.lambdas(level) * mse)
+        if not self.gan:
+            return loss, None, bpp, mse, {}
+        cond = ops.stop_gradient(z_hat)
+        d_real = ops.cast(self.discriminator([x, cond], training=training), "float32")
+        d_fake = ops.cast(self.discriminator([x_hat, cond], training=training), "float32")
+        adv = ops.mean(ops.softplus(-d_fake))
+        d_loss = ops.mean(ops.softplus(-d_real)) + ops.mean(ops.softplus(d_fake))
+        return loss + self.beta * adv, d_loss, bpp, mse, {"adv": adv, "d_loss": d_loss}
 
-    def _update(self, loss, bpp, mse):
+    def train_step(self, x):
+        # Per-replica losses are divided by the replica count: the optimizer
+        # sums gradients over replicas (tf.distribute convention).
+        replicas = tf.distribute.get_strategy().num_replicas_in_sync
+        with tf.GradientTape() as g_tape, tf.GradientTape() as d_tape:
+            loss, d_loss, bpp, mse, extra = self.losses_of(x, training=True)
+            g_scaled = loss / replicas
+            d_scaled = d_loss / replicas if self.gan else None
+        _apply(self.optimizer, g_tape, g_scaled, self.model.trainable_variables)
+        if self.gan:
+            _apply(self.d_optimizer, d_tape, d_scaled, self.discriminator.trainable_variables)
+        return self._update(loss, bpp, mse, extra)
+
+    def test_step(self, x):
+        loss, _, bpp, mse, extra = self.losses_of(x, training=False)
+        return self._update(loss, bpp, mse, extra)
+
+    def _update(self, loss, bpp, mse, extra):
         self.trackers["loss"].update_state(loss)
         self.trackers["bpp"].update_state(ops.mean(bpp))
         self.trackers["psnr"].update_state(ops.mean(10.0 * ops.log(255.0**2 / ops.maximum(mse, 1e-6)) / math.log(10.0)))
+        for k, v in extra.items():
+            self.trackers[k].update_state(v)
         return {k: t.result() for k, t in self.trackers.items()}
 
-    def train_step(self, x):
-        variables = self.model.trainable_variables
-        with tf.GradientTape() as tape:
-            bpp, mse, lam = self.rd_terms(x, training=True)
-            loss = ops.mean(bpp + lam * mse)
-        grads = tape.gradient(loss, variables)
-        # A non-finite batch (rare GDN overflow) must not poison the weights.
-        finite = tf.math.is_finite(loss)
-        grads = [tf.where(finite, g, tf.zeros_like(g)) for g in grads]
-        self.optimizer.apply_gradients(zip(grads, variables))
-        return self._update(loss, bpp, mse)
 
-    def test_step(self, x):
-        bpp, mse, lam = self.rd_terms(x, training=False)
-        return self._update(ops.mean(bpp + lam * mse), bpp, mse)
+def _apply(optimizer, tape, loss, variables):
+    grads = tape.gradient(loss, variables)
+    # A non-finite batch (rare GDN overflow) must not poison the weights.
+    finite = tf.math.is_finite(loss)
+    optimizer.apply_gradients(zip([tf.where(finite, g, tf.zeros_like(g)) for g in grads], variables))
+
+
+def make_strategy(kind="auto"):
+    """The tf.distribute strategy to train under.
+
+    ``auto``: ``MultiWorkerMirroredStrategy`` when ``TF_CONFIG`` is set,
+    ``MirroredStrategy`` when there are several GPUs, else the default
+    (single-device) strategy. ``mirrored`` on a machine without GPUs mirrors
+    over the logical CPU devices (how the tests exercise this path).
+    """
+    gpus = tf.config.list_logical_devices("GPU")
+    if kind == "auto":
+        kind = "multiworker" if os.environ.get("TF_CONFIG") else "mirrored" if len(gpus) > 1 else "default"
+    if kind == "default":
+        return tf.distribute.get_strategy()
+    if kind == "mirrored":
+        return tf.distribute.MirroredStrategy([d.name for d in gpus or tf.config.list_logical_devices("CPU")])
+    if kind == "multiworker":
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    raise ValueError(f"unknown strategy {kind!r} (auto, default, mirrored, multiworker)")
 
 
 # --- data ---------------------------------------------------------------------
@@ -150,19 +226,27 @@ def crop_dataset(pool, crop, batch, seed=0):
             yield patch
 
     ds = tf.data.Dataset.from_generator(gen, output_signature=tf.TensorSpec((crop, crop, 3), tf.uint8))
-    return ds.batch(batch).map(lambda b: tf.cast(b, tf.float32) / 255.0).prefetch(4)
+    opts = tf.data.Options()
+    opts.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+    return ds.batch(batch).map(lambda b: tf.cast(b, tf.float32) / 255.0).prefetch(4).with_options(opts)
 
 
 # --- checkpoints ----------------------------------------------------------------
 
 
 class Checkpointer(keras.callbacks.Callback):
-    """Saves weights + optimizer state every ``every_s`` seconds and at the end."""
+    """Saves weights + optimizer states + step every ``every_s`` seconds and at the end.
 
-    def __init__(self, ckpt_dir, every_s=300):
+    ``<part>.weights.h5`` for the model (and discriminator), ``optimizer.npz``
+    with every optimizer variable (step counters and Adam moments included)
+    and ``state.json``; each written atomically, state last.
+    """
+
+    def __init__(self, ckpt_dir, every_s=300, seconds_before=0.0):
         super().__init__()
         self.dir = Path(ckpt_dir)
         self.every_s = every_s
+        self.t0 = time.time() - seconds_before
         self.last = time.time()
 
     def on_train_batch_end(self, batch, logs=None):
@@ -175,91 +259,128 @@ class Checkpointer(keras.callbacks.Callback):
     def save(self, logs=None):
         self.dir.mkdir(parents=True, exist_ok=True)
         trainer = self.model
-        save_weights_atomic(trainer.model, self.dir / "ckpt.weights.h5")
-        opt = {f"v{i}": np.asarray(v) for i, v in enumerate(trainer.optimizer.variables)}
+        for name, part in trainer.parts.items():
+            save_weights_atomic(part, self.dir / f"{name}.weights.h5")
+        arrays = {f"{k}{i}": np.asarray(v) for k, opt in trainer.optimizers.items() for i, v in enumerate(opt.variables)}
         buf = io.BytesIO()
-        np.savez(buf, **opt)
+        np.savez(buf, **arrays)
         write_bytes_atomic(self.dir / "optimizer.npz", buf.getvalue())
-        step = int(np.asarray(trainer.optimizer.iterations))
-        state = {"step": step, "time": time.time(), "logs": {k: float(v) for k, v in (logs or {}).items()}}
+        state = {
+            "step": int(np.asarray(trainer.optimizer.iterations)),
+            "seconds": round(time.time() - self.t0, 1),
+            "logs": {k: float(v) for k, v in (logs or {}).items()},
+        }
         write_bytes_atomic(self.dir / "state.json", json.dumps(state).encode())
         self.last = time.time()
 
 
-def restore(trainer: RDTrainer, ckpt_dir: Path) -> int:
-    """Load a checkpoint written by :class:`Checkpointer`; returns its step."""
+def restore(trainer: Trainer, ckpt_dir: Path) -> dict:
+    """Load a checkpoint written by :class:`Checkpointer`; returns its state."""
     ckpt_dir = Path(ckpt_dir)
-    trainer.model.load_weights(ckpt_dir / "ckpt.weights.h5")
-    trainer.optimizer.build(trainer.model.trainable_variables)
+    for name, part in trainer.parts.items():
+        part.load_weights(ckpt_dir / f"{name}.weights.h5")
     with np.load(ckpt_dir / "optimizer.npz", allow_pickle=False) as z:
-        for i, v in enumerate(trainer.optimizer.variables):
-            v.assign(z[f"v{i}"])
-    return int(np.asarray(trainer.optimizer.iterations))
+        for k, opt in trainer.optimizers.items():
+            for i, v in enumerate(opt.variables):
+                v.assign(z[f"{k}{i}"])
+    return json.loads((ckpt_dir / "state.json").read_text())
+
+
+# --- the two-phase run ------------------------------------------------------------
+
+
+def _phase(name, trainer, data, total, out_dir, resume, ckpt_every_s, verbose):
+    """Fit ``trainer`` up to ``total`` optimizer steps, resuming its checkpoint."""
+    ckpt = out_dir / "checkpoint" / name
+    state = restore(trainer, ckpt) if resume and (ckpt / "state.json").is_file() else {"step": 0, "seconds": 0.0}
+    todo = total - state["step"]
+    if todo > 0:
+        callbacks = [
+            Checkpointer(ckpt, ckpt_every_s, state["seconds"]),
+            keras.callbacks.CSVLogger(str(out_dir / f"train_log_{name}.csv"), append=True),
+            keras.callbacks.TensorBoard(str(out_dir / "logs" / name), update_freq=50, write_graph=False),
+        ]
+        # A resumed run draws new crops rather than replaying the first ones.
+        ds = crop_dataset(*data, seed=2 * state["step"] + (name == "gan"))
+        # Log "epochs" of 500 steps, then the remainder: exactly ``total`` steps.
+        for epochs, per_epoch in ((todo // 500, 500), (1, todo % 500)):
+            if epochs and per_epoch:
+                trainer.fit(ds, epochs=epochs, steps_per_epoch=per_epoch, callbacks=callbacks, verbose=verbose, shuffle=False)
+        state = json.loads((ckpt / "state.json").read_text())
+    return state
 
 
 def train(
     data,
     out_dir,
     config: ModelConfig | None = None,
-    steps=100_000,
+    steps=3000,
+    gan_steps=0,
+    beta=0.0,
     crop=128,
     batch=8,
-    lr=3e-4,
+    lr=1e-4,
+    gan_lr=3e-5,
     categories=None,
     init=None,
     resume=False,
     ckpt_every_s=300,
     seed=0,
     card=None,
+    bf16=False,
+    strategy="auto",
+    verbose=None,
 ):
-    """Train (or resume) a model on ``data`` and save it to ``out_dir``."""
+    """Train (or resume) a model on the ``train`` split of ``data``; save it to ``out_dir``.
+
+    Phase 1 is rate-distortion only (``steps`` steps, peak ``lr``). With
+    ``gan_steps > 0`` the phase-1 model is saved to ``out_dir/beta0`` and
+    phase 2 fine-tunes it with the adversarial term (``beta``) against a
+    fresh conditional discriminator. ``init`` is a model directory to start
+    from (fine-tuning); ``resume`` continues from the checkpoints in
+    ``out_dir/checkpoint`` exactly where they stopped. Returns the card.
+    """
     out_dir = Path(out_dir)
-    ckpt_dir = out_dir / "checkpoint"
     out_dir.mkdir(parents=True, exist_ok=True)
+    strategy = make_strategy(strategy) if isinstance(strategy, str) else strategy
+    verbose = verbose if verbose is not None else (1 if sys.stdout.isatty() else 2)
     keras.utils.set_random_seed(seed)
-    model = CompressionModel(config or ModelConfig())
-    if init:
-        model.load_weights(Path(init) / "model.weights.h5")
-    trainer = RDTrainer(model)
-    schedule = PlateauCosine(steps, peak=lr)
-    trainer.compile(optimizer=keras.optimizers.Adam(schedule, global_clipnorm=1.0))
-    start = restore(trainer, ckpt_dir) if resume and (ckpt_dir / "state.json").is_file() else 0
+    if config is None:  # a fine-tune keeps the architecture of its starting model
+        config = ModelConfig.from_dict(read_card(init)["config"]) if init else ModelConfig()
     pool, n_sources = training_pool(data, crop, categories)
-    ds = crop_dataset(pool, crop, batch, seed=seed + start)
-    per_epoch = max(1, min(500, steps - start))
-    epochs = math.ceil((steps - start) / per_epoch)
+    ds = (pool, crop, batch)
+    dtype = "mixed_bfloat16" if bf16 else None
     t0 = time.time()
-    if epochs > 0:
-        trainer.fit(
-            ds,
-            epochs=epochs,
-            steps_per_epoch=per_epoch,
-            callbacks=[Checkpointer(ckpt_dir, ckpt_every_s), keras.callbacks.CSVLogger(str(out_dir / "train_log.csv"), append=True)],
-            verbose=2,
-            shuffle=False,
-        )
-    info = {"steps": int(np.asarray(trainer.optimizer.iterations)), "crop": crop, "batch": batch, "lr_peak": lr,
-            "train_sources": n_sources, "train_pool": len(pool), "data": str(data), "categories": categories or "all",
-            "seconds_this_run": round(time.time() - t0)}
+    with strategy.scope():
+        model = CompressionModel(config, transform_dtype=dtype)
+        if init:
+            model.load_weights(Path(init) / "model.weights.h5")
+        rd = Trainer(model)
+        rd.compile(keras.optimizers.Adam(PlateauCosine(steps, peak=lr), global_clipnorm=1.0))
+    state = _phase("rd", rd, ds, steps, out_dir, resume, ckpt_every_s, verbose)
+    info = {"init": str(init) if init else "scratch", "rd_steps": steps, "gan_steps": gan_steps, "beta": beta if gan_steps else 0.0,
+            "crop": crop, "batch": batch, "lr_peak": lr, "bf16": bf16, "replicas": strategy.num_replicas_in_sync,
+            "train_sources": n_sources, "train_pool": len(pool), "data": str(data), "categories": categories or "all"}
+    info["rd_seconds"] = state["seconds"]
+    if gan_steps:
+        save_model(model, out_dir / "beta0", {**(card or {}), "name": f"{out_dir.name}-beta0", "training": {**info, "gan_steps": 0, "beta": 0.0}})
+        with strategy.scope():
+            gan = Trainer(model, build_discriminator(config, dtype), beta=beta)
+            gan.compile(
+                keras.optimizers.Adam(PlateauCosine(gan_steps, peak=gan_lr, warmup=100), global_clipnorm=1.0),
+                d_optimizer=keras.optimizers.Adam(1e-4, beta_1=0.5),
+            )
+        info["gan_seconds"] = _phase("gan", gan, ds, gan_steps, out_dir, resume, ckpt_every_s, verbose)["seconds"]
+        info["gan_lr_peak"] = gan_lr
+    info["seconds_this_run"] = round(time.time() - t0)
     return save_model(model, out_dir, {**(card or {}), "training": info})
 
 
 def main(argv=None):
-    import argparse
+    """``python -m catcomp.train``: the same as ``catcomp train``."""
+    from .cli import train_cmd
 
-    p = argparse.ArgumentParser(description="Rate-distortion training of a catcomp model.")
-    p.add_argument("--data", required=True)
-    p.add_argument("--out", required=True)
-    p.add_argument("--steps", type=int, default=100_000)
-    p.add_argument("--crop", type=int, default=128)
-    p.add_argument("--batch", type=int, default=8)
-    p.add_argument("--lr", type=float, default=3e-4)
-    p.add_argument("--N", type=int, default=128)
-    p.add_argument("--M", type=int, default=192)
-    p.add_argument("--category", action="append")
-    p.add_argument("--resume", action="store_true")
-    a = p.parse_args(argv)
-    train(a.data, a.out, ModelConfig(N=a.N, M=a.M), a.steps, a.crop, a.batch, a.lr, a.category, resume=a.resume)
+    train_cmd.main(argv, standalone_mode=True)
 
 
 if __name__ == "__main__":

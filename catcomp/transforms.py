@@ -78,30 +78,34 @@ class GDN(layers.Layer):
         return {**super().get_config(), "inverse": self.inverse}
 
 
-def _conv(filters, transpose=False, name=None):
+def _conv(filters, transpose=False, name=None, dtype=None):
     cls = layers.Conv2DTranspose if transpose else layers.Conv2D
-    return cls(filters, 5, strides=2, padding="same", name=name)
+    return cls(filters, 5, strides=2, padding="same", name=name, dtype=dtype)
 
 
-def build_analysis(cfg: ModelConfig) -> keras.Sequential:
-    """Centred image in [-0.5, 0.5] (B, H, W, 3) -> latent (B, H/16, W/16, M)."""
+def build_analysis(cfg: ModelConfig, dtype=None) -> keras.Sequential:
+    """Centred image in [-0.5, 0.5] (B, H, W, 3) -> latent (B, H/16, W/16, M).
+
+    ``dtype`` is a Keras dtype policy for the layers (``"mixed_bfloat16"``
+    speeds up CPU training; weights stay float32 either way).
+    """
     seq = []
     for i in range(3):
-        seq += [_conv(cfg.N, name=f"conv{i}"), GDN(name=f"gdn{i}")]
-    seq.append(_conv(cfg.M, name="conv3"))
+        seq += [_conv(cfg.N, name=f"conv{i}", dtype=dtype), GDN(name=f"gdn{i}", dtype=dtype)]
+    seq.append(_conv(cfg.M, name="conv3", dtype=dtype))
     return keras.Sequential([keras.Input((None, None, 3))] + seq, name="analysis")
 
 
-def build_synthesis(cfg: ModelConfig) -> keras.Sequential:
+def build_synthesis(cfg: ModelConfig, dtype=None) -> keras.Sequential:
     """Latent (B, h, w, M) -> centred image (B, 16h, 16w, 3), roughly in [-0.5, 0.5]."""
     seq = []
     for i in range(3):
-        seq += [_conv(cfg.N, transpose=True, name=f"deconv{i}"), GDN(inverse=True, name=f"igdn{i}")]
-    seq.append(_conv(3, transpose=True, name="deconv3"))
+        seq += [_conv(cfg.N, transpose=True, name=f"deconv{i}", dtype=dtype), GDN(inverse=True, name=f"igdn{i}", dtype=dtype)]
+    seq.append(_conv(3, transpose=True, name="deconv3", dtype=dtype))
     return keras.Sequential([keras.Input((None, None, cfg.M))] + seq, name="synthesis")
 
 
-def build_discriminator(cfg: ModelConfig) -> keras.Model:
+def build_discriminator(cfg: ModelConfig, dtype=None) -> keras.Model:
     """Conditional patch discriminator (HiFiC style): (image, latent) -> logits.
 
     The latent is reduced to a few channels, upsampled to image size and
@@ -109,13 +113,13 @@ def build_discriminator(cfg: ModelConfig) -> keras.Model:
     """
     image = keras.Input((None, None, 3))
     latent = keras.Input((None, None, cfg.M))
-    cond = layers.Conv2D(cfg.disc_latent_channels, 3, padding="same", activation="leaky_relu")(latent)
-    cond = layers.UpSampling2D(16, interpolation="nearest")(cond)
-    h = layers.Concatenate()([image, cond])
+    cond = layers.Conv2D(cfg.disc_latent_channels, 3, padding="same", activation="leaky_relu", dtype=dtype)(latent)
+    cond = layers.UpSampling2D(16, interpolation="nearest", dtype=dtype)(cond)
+    h = layers.Concatenate(dtype=dtype)([image, cond])
     for c in cfg.disc_channels:
-        h = layers.Conv2D(c, 4, strides=2, padding="same")(h)
-        h = layers.LeakyReLU(0.2)(h)
-    logits = layers.Conv2D(1, 1)(h)
+        h = layers.Conv2D(c, 4, strides=2, padding="same", dtype=dtype)(h)
+        h = layers.LeakyReLU(0.2, dtype=dtype)(h)
+    logits = layers.Conv2D(1, 1, dtype="float32")(h)
     return keras.Model([image, latent], logits, name="discriminator")
 
 
@@ -128,12 +132,14 @@ class CompressionModel(keras.Model):
     :meth:`decode_latent` with integer symbols in between.
     """
 
-    def __init__(self, config: ModelConfig | None = None, **kw):
+    def __init__(self, config: ModelConfig | None = None, transform_dtype=None, **kw):
         super().__init__(**kw)
         self.config = config or ModelConfig()
         cfg = self.config
-        self.analysis = build_analysis(cfg)
-        self.synthesis = build_synthesis(cfg)
+        # Only the transforms may run in reduced precision; gains, rounding
+        # and the entropy model always stay float32.
+        self.analysis = build_analysis(cfg, transform_dtype)
+        self.synthesis = build_synthesis(cfg, transform_dtype)
         self.density = FactorizedDensity(cfg.M, cfg.density_filters, name="density")
         init = np.linspace(np.log(0.5), np.log(8.0), cfg.num_levels)[:, None] * np.ones((1, cfg.M))
         self.log_gain = self.add_weight(shape=(cfg.num_levels, cfg.M), initializer=keras.initializers.Constant(init), name="log_gain")
@@ -163,19 +169,19 @@ class CompressionModel(keras.Model):
         loglam = np.log(np.asarray(self.config.lambdas, dtype="float32"))[:, None]
         return ops.exp(lerp_rows(loglam, level))[:, 0]
 
-    def call(self, x, level, training=False):
-        y = self.analysis(x - 0.5)
+    def call(self, x, level, training=False, seed=None):
+        y = ops.cast(self.analysis(x - 0.5), "float32")
         g, inv_g = self.gains(level)
         z = y * g
         if training:
             # Mixed quantization (Minnen & Singh 2020): noise for the rate
             # term, straight-through rounding for what the decoder sees.
-            z_noisy = z + keras.random.uniform(ops.shape(z), -0.5, 0.5)
+            z_noisy = z + keras.random.uniform(ops.shape(z), -0.5, 0.5, seed=seed)
             z_hat = z + ops.stop_gradient(ops.round(z) - z)
         else:
             z_noisy = z_hat = ops.round(z)
         likelihood = self.density.likelihood(z_noisy, g)
-        x_hat = self.synthesis(z_hat * inv_g) + 0.5
+        x_hat = ops.cast(self.synthesis(z_hat * inv_g), "float32") + 0.5
         return x_hat, z_hat, likelihood
 
 

@@ -1,6 +1,11 @@
-"""Training: a tiny model trains on a folder, saves a usable model, resumes from its checkpoint."""
+"""Training: a tiny model trains (RD then GAN) on generated data, its losses fall,
+resume continues exactly, the saved model round-trips through .ccz, and the
+tf.distribute path runs on two logical CPU devices."""
 
 import json
+import os
+import subprocess
+import sys
 
 import numpy as np
 from PIL import Image
@@ -11,22 +16,125 @@ from catcomp.transforms import ModelConfig
 
 from .conftest import photo
 
-TINY = ModelConfig(N=8, M=8, density_filters=(3, 3))
+TINY = ModelConfig(N=8, M=8, density_filters=(3, 3), disc_channels=(8, 8), disc_latent_channels=2)
 
 
-def test_train_save_resume_and_use(tmp_path, monkeypatch):
-    data = tmp_path / "data"
-    for i in range(4):
-        d = data / ("flower" if i % 2 else "anime") / "train"
+def _folder(root, n=4, size=(80, 72)):
+    for i in range(n):
+        d = root / ("flower" if i % 2 else "anime") / "train"
         d.mkdir(parents=True, exist_ok=True)
-        Image.fromarray(photo(80, 72, seed=i)).save(d / f"{i}.png")
+        Image.fromarray(photo(*size, seed=i)).save(d / f"{i}.png")
+    return root
+
+
+def _mean_losses(trainer, x, n=8):
+    import keras
+
+    keras.utils.set_random_seed(7)  # the same random levels before and after
+    return np.mean([float(trainer.losses_of(x, training=False)[0]) for _ in range(n)])
+
+
+def test_rd_and_gan_losses_fall():
+    import keras
+
+    from catcomp.train import Trainer
+    from catcomp.transforms import CompressionModel, build_discriminator
+
+    keras.utils.set_random_seed(3)
+    x = np.stack([photo(32, 32, seed=s) for s in range(4)]).astype("float32") / 255.0
+    model = CompressionModel(TINY)
+    rd = Trainer(model)
+    rd.compile(keras.optimizers.Adam(3e-3))
+    before = _mean_losses(rd, x)
+    rd.fit(x, batch_size=4, epochs=60, verbose=0)
+    after = _mean_losses(rd, x)
+    assert after < 0.7 * before, (before, after)
+
+    disc = build_discriminator(TINY)
+    gan = Trainer(model, disc, beta=0.01)
+    gan.compile(keras.optimizers.Adam(1e-4), d_optimizer=keras.optimizers.Adam(1e-3))
+    d_before = [w.copy() for w in disc.get_weights()]
+    hist = gan.fit(x, batch_size=4, epochs=40, verbose=0).history
+    assert {"adv", "d_loss", "bpp", "psnr"} <= set(hist)
+    assert all(np.isfinite(hist["loss"])) and hist["d_loss"][-1] < hist["d_loss"][0]  # D learns to tell them apart
+    assert any(not np.allclose(a, b) for a, b in zip(d_before, disc.get_weights()))
+    assert _mean_losses(gan, x) < 0.7 * before  # the adversarial phase keeps the RD quality
+
+
+def test_two_phases_checkpoint_resume_and_roundtrip(tmp_path, monkeypatch):
+    data = _folder(tmp_path / "data")
     out = tmp_path / "models" / "general"
-    card = train(data, out, TINY, steps=6, crop=32, batch=2, ckpt_every_s=0)
-    assert card["training"]["steps"] == 6 and card["training"]["train_sources"] == 4
-    state = json.loads((out / "checkpoint" / "state.json").read_text())
-    assert state["step"] == 6
-    card = train(data, out, TINY, steps=10, crop=32, batch=2, resume=True)
-    assert card["training"]["steps"] == 10  # continued from 6, not restarted
+    card = train(data, out, TINY, steps=6, gan_steps=4, beta=0.01, crop=32, batch=2, ckpt_every_s=0, strategy="default", verbose=0)
+    t = card["training"]
+    assert (t["rd_steps"], t["gan_steps"], t["train_sources"]) == (6, 4, 4)
+    assert json.loads((out / "checkpoint" / "rd" / "state.json").read_text())["step"] == 6
+    assert json.loads((out / "checkpoint" / "gan" / "state.json").read_text())["step"] == 4
+    beta0 = json.loads((out / "beta0" / "card.json").read_text())
+    assert beta0["training"]["beta"] == 0.0 and beta0["checksum"] != card["checksum"]
+
+    # The checkpoint holds exactly what was saved: weights and optimizer state.
+    import keras
+
+    from catcomp.train import PlateauCosine, Trainer, restore
+    from catcomp.transforms import CompressionModel, build_discriminator
+    from catcomp.zoo import load_model
+
+    g = Trainer(CompressionModel(TINY), build_discriminator(TINY), beta=0.01)
+    g.compile(keras.optimizers.Adam(PlateauCosine(4)), d_optimizer=keras.optimizers.Adam(1e-4))
+    assert restore(g, out / "checkpoint" / "gan")["step"] == 4
+    assert int(g.optimizer.iterations) == 4 and int(g.d_optimizer.iterations) == 4
+    for a, b in zip(g.model.get_weights(), load_model(out).model.get_weights()):
+        np.testing.assert_array_equal(a, b)
+
+    # Resume: phase 1 is done and is not redone; phase 2 goes on from step 4.
+    card = train(data, out, TINY, steps=6, gan_steps=7, beta=0.01, crop=32, batch=2, resume=True, strategy="default", verbose=0)
+    assert json.loads((out / "checkpoint" / "rd" / "state.json").read_text())["step"] == 6
+    assert json.loads((out / "checkpoint" / "gan" / "state.json").read_text())["step"] == 7
     monkeypatch.setenv("CATCOMP_MODELS", str(tmp_path / "models"))
-    data_ccz = catcomp.compress(Image.fromarray(photo(40, 30)), level=1)
-    assert np.asarray(catcomp.decompress(data_ccz)).shape == (30, 40, 3)
+    img = photo(40, 30)
+    back = np.asarray(catcomp.decompress(catcomp.compress(Image.fromarray(img), level=1)))
+    assert back.shape == (30, 40, 3)
+
+
+def test_cli_fine_tunes_one_category(tmp_path, tiny_models, monkeypatch):
+    import shutil
+
+    from click.testing import CliRunner
+
+    from catcomp.cli import main
+
+    models = tmp_path / "models"
+    shutil.copytree(tiny_models / "general", models / "general")
+    monkeypatch.setenv("CATCOMP_MODELS", str(models))
+    before = (models / "general" / "card.json").read_text()
+    data = _folder(tmp_path / "data")
+    r = CliRunner().invoke(main, ["train", "flower", "--data", str(data), "--steps", "3", "--gan-steps", "2", "--crop", "32", "--batch", "2", "--fp32"])
+    assert r.exit_code == 0, r.output
+    card = json.loads((models / "flower" / "card.json").read_text())
+    assert card["category"] == "flower" and card["training"]["categories"] == ["flower"]
+    assert card["training"]["train_sources"] == 2 and card["training"]["init"].endswith("general")
+    assert (models / "general" / "card.json").read_text() == before  # the other models are untouched
+    assert catcomp.compress(Image.fromarray(photo(40, 30)), category="flower")[:4] == b"\x89CCZ"
+    r = CliRunner().invoke(main, ["train", "flower", "--data", str(data), "--init", str(tmp_path / "nothing")])
+    assert r.exit_code == 2 and "no model.weights.h5" in r.output
+
+
+TWO_CPUS = """
+import json, sys, tensorflow as tf
+cpu = tf.config.list_physical_devices("CPU")[0]
+tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+from catcomp.train import train
+from tests.test_train import TINY
+card = train(sys.argv[1], sys.argv[2], TINY, steps=4, gan_steps=2, beta=0.01, crop=32, batch=4, strategy="mirrored", verbose=0)
+print(json.dumps(card["training"]))
+"""
+
+
+def test_mirrored_strategy_on_two_logical_cpus(tmp_path):
+    data = _folder(tmp_path / "data")
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    p = subprocess.run([sys.executable, "-c", TWO_CPUS, str(data), str(tmp_path / "out")], cwd=root, capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stderr[-3000:]
+    t = json.loads(p.stdout.strip().splitlines()[-1])
+    assert t["replicas"] == 2 and t["rd_steps"] == 4
+    assert json.loads((tmp_path / "out" / "checkpoint" / "gan" / "state.json").read_text())["step"] == 2
