@@ -35,10 +35,11 @@ def catcomp_point(rgb, lm, level, category="other"):
     return data, out, t1 - t0, time.perf_counter() - t1
 
 
-def sweep(images, codecs: dict, log=print) -> dict:
+def sweep(images, codecs: dict, log=print, extra=None) -> dict:
     """Per codec and setting: the mean of each metric and of bpp over ``images``.
 
-    ``codecs`` maps a name to (settings, fn) with fn(rgb, setting) -> (bytes, decoded).
+    ``codecs`` maps a name to (settings, fn) with fn(rgb, setting) -> (bytes, decoded);
+    ``extra`` maps further metric names to fn(original, decoded).
     """
     out = {}
     for name, (settings, fn) in codecs.items():
@@ -48,9 +49,11 @@ def sweep(images, codecs: dict, log=print) -> dict:
             for rgb in images:
                 data, dec = fn(rgb, s)
                 m = all_metrics(rgb, dec)
+                m.update({k: f(rgb, dec) for k, f in (extra or {}).items()})
                 m["bpp"] = 8 * len(data) / (rgb.shape[0] * rgb.shape[1])
                 per.append(m)
-            row = {"setting": s, **{k: float(np.mean([p[k] for p in per if k in p])) for k in per[0]}}
+            keys = dict.fromkeys(k for p in per for k in p)  # MS-SSIM is absent for images under 161 px
+            row = {"setting": s, **{k: float(np.mean([p[k] for p in per if k in p])) for k in keys}}
             rows.append(row)
             log(f"{name:>9} {s!s:>6}: {row['bpp']:.3f} bpp  {row['psnr']:.2f} dB  MS-SSIM {row.get('ms_ssim', float('nan')):.4f}")
         out[name] = rows

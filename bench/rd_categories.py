@@ -1,0 +1,136 @@
+"""Rate-distortion per category on its ``test`` split: the category model, the
+general model and Pillow JPEG, WebP, AVIF.
+
+For each category: PSNR-RGB, MS-SSIM, SSIM, L1, MSE and the high-frequency
+energy ratio against bpp (real file bytes), BD-rates of every codec against
+JPEG and WebP and of the category model against the general model, the
+cheapest measured rate meeting PSNR >= 30 dB and SSIM >= 0.95, and the
+adversarial effect: the shipped (GAN) model against its own beta=0 version
+(``<model dir>/beta0``, written by ``catcomp train``). Writes
+``docs/bench/rd_categories.json`` and one PNG per category.
+
+    python bench/rd_categories.py [--categories airplane,flower] [--limit N] [--update-cards]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import DATA, RESULTS, baseline_codecs, catcomp_point, plot, summarize, sweep, write_json  # noqa: E402
+
+from catcomp.categories import CATEGORIES, models_dir  # noqa: E402
+from catcomp.metrics import bd_rate, hf_energy_ratio, quality_at_rate  # noqa: E402
+from catcomp.zoo import load_model, update_card  # noqa: E402
+
+GOAL = {"psnr": 30.0, "ssim": 0.95}
+
+
+def test_images(category, limit=0):
+    from data_prep.sources import BadFile, open_source
+
+    out = []
+    for r in open_source(DATA):
+        if r.category == category and r.split == "test" and (not limit or len(out) < limit):
+            try:
+                out.append(r.load())
+            except BadFile as e:
+                print(f"skipped: {e}", file=sys.stderr)
+    return out
+
+
+def model_codec(lm, levels):
+    return levels, lambda rgb, lv: catcomp_point(rgb, lm, lv)[:2]
+
+
+def delta_at_equal_rate(ref, new, key):
+    """Mean of ``new - ref`` quality at the rates of ``ref`` that ``new`` also covers."""
+    rn = [x["bpp"] for x in new]
+    d = [quality_at_rate(rn, [x[key] for x in new], x["bpp"]) - x[key] for x in ref if min(rn) <= x["bpp"] <= max(rn) and key in x]
+    return float(np.mean(d)) if d else float("nan")
+
+
+def cheapest_meeting_goal(rows):
+    ok = [x["bpp"] for x in rows if x["psnr"] >= GOAL["psnr"] and x["ssim"] >= GOAL["ssim"]]
+    return min(ok) if ok else None
+
+
+def bd(rows_ref, rows, key="psnr"):
+    return bd_rate([x["bpp"] for x in rows_ref], [x[key] for x in rows_ref], [x["bpp"] for x in rows], [x[key] for x in rows])
+
+
+def evaluate(category, levels, baselines, limit):
+    images = test_images(category, limit)
+    if not images:
+        raise SystemExit(f"no test images for {category} under {DATA}")
+    general = load_model("general")
+    own_dir = models_dir() / category
+    own = load_model(own_dir) if category != "other" and (own_dir / "card.json").is_file() else None
+    codecs = {}
+    if own:
+        codecs[f"catcomp-{category}"] = model_codec(own, levels)
+        if (own_dir / "beta0" / "card.json").is_file():
+            codecs[f"catcomp-{category}-beta0"] = model_codec(load_model(own_dir / "beta0"), levels)
+    codecs["catcomp-general"] = model_codec(general, levels)
+    codecs.update(baseline_codecs(baselines))
+    curves = sweep(images, codecs, log=lambda s: print(f"[{category}] {s}", flush=True), extra={"hf_ratio": hf_energy_ratio})
+    summary = summarize(curves, "jpeg")
+    for name, rows in curves.items():
+        summary[name]["bd_rate_psnr_vs_webp_pct"] = bd(curves["webp"], rows)
+        summary[name]["cheapest_bpp_psnr30_ssim095"] = cheapest_meeting_goal(rows)
+    result = {"images": len(images), "megapixels": round(sum(i.shape[0] * i.shape[1] for i in images) / 1e6, 2), "curves": curves, "summary": summary}
+    if own:
+        cat = curves[f"catcomp-{category}"]
+        result["category_vs_general"] = {"bd_rate_psnr_pct": bd(curves["catcomp-general"], cat),
+                                         "bd_rate_msssim_pct": bd(curves["catcomp-general"], cat, "ms_ssim")}
+        if f"catcomp-{category}-beta0" in curves:
+            b0 = curves[f"catcomp-{category}-beta0"]
+            result["adversarial_effect"] = {
+                "psnr_change_db_at_equal_rate": delta_at_equal_rate(b0, cat, "psnr"),
+                "msssim_change_at_equal_rate": delta_at_equal_rate(b0, cat, "ms_ssim"),
+                "hf_ratio_beta0": float(np.mean([x["hf_ratio"] for x in b0])),
+                "hf_ratio_gan": float(np.mean([x["hf_ratio"] for x in cat])),
+            }
+    return result, own
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--categories", default=",".join(CATEGORIES))
+    p.add_argument("--levels", default="0,1,2,3,4,5")
+    p.add_argument("--codecs", default="jpeg,webp,avif")
+    p.add_argument("--limit", type=int, default=0, help="at most N test images per category")
+    p.add_argument("--out", type=Path, default=RESULTS / "rd_categories.json")
+    p.add_argument("--update-cards", action="store_true", help="write each category's test-split points into its model card")
+    a = p.parse_args(argv)
+    levels = [float(x) for x in a.levels.split(",")]
+    report = {"data": str(DATA), "split": "test", "levels": levels, "goal": GOAL, "categories": {}}
+    t0 = time.time()
+    a.out.parent.mkdir(parents=True, exist_ok=True)
+    for category in a.categories.split(","):
+        result, own = evaluate(category, levels, [c for c in a.codecs.split(",") if c], a.limit)
+        report["categories"][category] = result
+        plot(result["curves"], a.out.with_name(f"rd_{category}.png"), f"{category}: test split ({result['images']} images)")
+        if own and a.update_cards:
+            name = f"catcomp-{category}"
+            update_card(own, {"test": {"images": result["images"], "points": result["curves"][name], **result["summary"][name],
+                                       "vs_general": result["category_vs_general"], "adversarial": result.get("adversarial_effect"),
+                                       "command": "python bench/rd_categories.py --update-cards"}})
+        report["seconds"] = round(time.time() - t0, 1)
+        write_json(a.out, report)  # after every category, so a long run keeps what it has
+    for category, r in report["categories"].items():
+        for name, s in r["summary"].items():
+            print(f"{category:>10} {name:>24}: " + "  ".join(f"{k}={v:.2f}" for k, v in s.items() if v is not None and not np.isnan(v)))
+        for k in ("category_vs_general", "adversarial_effect"):
+            if k in r:
+                print(f"{category:>10} {k}: " + "  ".join(f"{n}={v:.3f}" for n, v in r[k].items()))
+    print(f"wrote {a.out}")
+
+
+if __name__ == "__main__":
+    main()
