@@ -13,12 +13,13 @@ from .categories import CATEGORIES
 DEFAULT_RD_STEPS, DEFAULT_GAN_STEPS, DEFAULT_BETA = 3000, 1500, 0.01
 
 
-def _progress(total, label):
+def _progress(label):
     from tqdm import tqdm
 
-    bar = tqdm(total=total, desc=label, unit="img", disable=total < 2 or not sys.stderr.isatty())
+    bar = tqdm(desc=label, unit="img", disable=not sys.stderr.isatty())
 
-    def step(result):
+    def step(result, total):
+        bar.total = total
         bar.update(1)
         if not result.ok:
             bar.write(f"error: {result.error}", file=sys.stderr)
@@ -26,16 +27,32 @@ def _progress(total, label):
     return bar, step
 
 
-def _report(results, quiet=False):
-    """Print failures and a one-line summary; exit 1 if anything failed."""
-    from .folders import summary
+def _report(results, quiet=False, report=None, table=False):
+    """Print failures and a summary; write the per-file report; exit 1 if anything failed."""
+    from .folders import summary, write_report
 
     s = summary(results)
+    if report:
+        write_report(results, report)
+    if table and not quiet:
+        by_cat = {}
+        for r in results:
+            if r.ok and r.category:
+                row = by_cat.setdefault(r.category, [0, 0, 0, 0])
+                row[0] += 1
+                row[1] += r.in_bytes
+                row[2] += r.out_bytes
+                row[3] += r.width * r.height
+        click.echo(f"{'category':<12}{'files':>6}{'input bytes':>14}{'output bytes':>14}{'mean bpp':>10}")
+        for c, (n, i, o, px) in sorted(by_cat.items()):
+            click.echo(f"{c:<12}{n:>6}{i:>14}{o:>14}{8 * o / max(px, 1):>10.3f}")
     for err in s["failures"]:
         click.echo(f"error: {err}", err=True)
     if not quiet:
         click.echo(
-            f"{s['ok']}/{s['files']} files, {s['input_bytes']} -> {s['output_bytes']} bytes"
+            f"{s['ok']}/{s['files']} files ok"
+            + (f" ({s['skipped']} already done)" if s["skipped"] else "")
+            + f", {s['failed']} failed, {s['input_bytes']} -> {s['output_bytes']} bytes"
             + (f", mean {s['mean_bpp']} bpp" if s["mean_bpp"] else "")
         )
     if s["failed"]:
@@ -48,35 +65,72 @@ def main():
     """catcomp: category-routed learned image compression."""
 
 
+_workers = click.option("-j", "--workers", type=int, help="Images processed at once [default: the CPU count].")
+_report_opt = click.option("--report", type=click.Path(dir_okay=False, path_type=Path), help="Write one row per file to a .csv or .json file.")
+
+
 @main.command()
-@click.argument("files", nargs=-1, required=True, type=click.Path(path_type=Path))
-@click.option("-o", "--output", required=True, type=click.Path(path_type=Path), help="A .ccz file (one input) or a directory.")
-@click.option("--category", type=click.Choice(CATEGORIES), help="Model to use (default: routed; general until a router exists).")
-@click.option("--level", type=float, help="Rate level on the continuous knob 0..5 (default: the category's tuned rate).")
-@click.option("--overwrite", is_flag=True, help="Replace existing outputs (inputs are never replaced).")
-def compress(files, output, category, level, overwrite):
-    """Compress images to .ccz files."""
+@click.argument("inputs", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("-o", "--output", required=True, type=click.Path(path_type=Path), help="A .ccz file (one input) or a directory (folders are mirrored).")
+@click.option("--category", type=click.Choice(CATEGORIES), help="Model to use for every image [default: the router decides per image].")
+@click.option("--level", type=float, help="Rate level on the continuous knob 0..5 [default: the category's tuned rate].")
+@click.option("--overwrite", is_flag=True, help="Replace existing outputs (inputs are never replaced). Without it, complete outputs are kept and skipped.")
+@_workers
+@_report_opt
+def compress(inputs, output, category, level, overwrite, workers, report):
+    """Compress images and folders of images to .ccz files."""
     from .folders import compress_files
 
-    bar, step = _progress(len(files), "compress")
+    bar, step = _progress("compress")
     with bar:
-        results = compress_files(files, output, category=category, level=level, overwrite=overwrite, progress=step)
-    _report(results)
+        results = compress_files(inputs, output, category=category, level=level, overwrite=overwrite, progress=step, workers=workers)
+    _report(results, report=report, table=True)
 
 
 @main.command()
-@click.argument("files", nargs=-1, required=True, type=click.Path(path_type=Path))
-@click.option("-o", "--output", required=True, type=click.Path(path_type=Path), help="An image file (one input) or a directory.")
+@click.argument("inputs", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON list of {path, category, confidence, predicted}.")
+def route(inputs, as_json):
+    """Print the category the router picks for each image (folders are walked)."""
+    from .codec import read_image
+    from .errors import CatcompError
+    from .folders import IMAGE_SUFFIXES, plan
+    from .router import route_image
+
+    rows, failed = [], 0
+    for src, _, err in plan(inputs, Path("."), IMAGE_SUFFIXES, lambda rel: rel.name):
+        try:
+            if err:
+                raise CatcompError(err, src)
+            r = route_image(read_image(src)[0])
+            rows.append({"path": str(src), "category": r.category, "confidence": r.confidence, "predicted": r.predicted})
+        except CatcompError as e:
+            failed += 1
+            click.echo(f"error: {e}", err=True)
+    if as_json:
+        click.echo(json.dumps(rows, indent=1))
+    else:
+        for r in rows:
+            conf = "-" if r["confidence"] is None else f"{r['confidence']:.3f}"
+            click.echo(f"{r['category']:<11}{conf:>7}  {r['path']}")
+    sys.exit(1 if failed else 0)
+
+
+@main.command()
+@click.argument("inputs", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("-o", "--output", required=True, type=click.Path(path_type=Path), help="An image file (one input) or a directory (folders are mirrored).")
 @click.option("--format", "fmt", type=click.Choice(["png", "jpeg", "webp"]), default="png", show_default=True)
-@click.option("--overwrite", is_flag=True, help="Replace existing outputs (inputs are never replaced).")
-def decompress(files, output, fmt, overwrite):
-    """Decode .ccz files back to images."""
+@click.option("--overwrite", is_flag=True, help="Replace existing outputs (inputs are never replaced). Without it, complete outputs are kept and skipped.")
+@_workers
+@_report_opt
+def decompress(inputs, output, fmt, overwrite, workers, report):
+    """Decode .ccz files and folders of them back to images."""
     from .folders import decompress_files
 
-    bar, step = _progress(len(files), "decompress")
+    bar, step = _progress("decompress")
     with bar:
-        results = decompress_files(files, output, fmt=fmt, overwrite=overwrite, progress=step)
-    _report(results)
+        results = decompress_files(inputs, output, fmt=fmt, overwrite=overwrite, progress=step, workers=workers)
+    _report(results, report=report)
 
 
 @main.command()
@@ -106,20 +160,19 @@ def demo(output):
     from .demo import build_sample_folder, psnr_of
     from .folders import compress_files, decompress_files
 
-    samples = build_sample_folder(output / "samples")
-    comp = compress_files(samples, output / "compressed", overwrite=True)
-    made = [Path(r.output) for r in comp if r.ok]
-    back = decompress_files(made, output / "restored", overwrite=True)
-    click.echo(f"{'file':<24}{'category':>11}{'size':>10}{'bytes':>9}{'bpp':>8}{'PSNR dB':>9}")
+    build_sample_folder(output / "samples")
+    comp = compress_files([output / "samples"], output / "compressed", overwrite=True)
+    back = decompress_files([output / "compressed"], output / "restored", overwrite=True)
+    click.echo(f"{'file':<24}{'category':>11}{'conf':>6}{'size':>10}{'bytes':>9}{'bpp':>8}{'PSNR dB':>9}")
     restored = {Path(r.path).name: Path(r.output) for r in back if r.ok}
     for r in comp:
         if r.ok:
             p = psnr_of(r.path, restored[Path(r.output).name]) if Path(r.output).name in restored else float("nan")
-            size = f"{r.width}x{r.height}"
-            click.echo(f"{Path(r.path).name:<24}{r.category:>11}{size:>10}{r.out_bytes:>9}{r.bpp:>8.3f}{p:>9.2f}")
+            conf = "-" if r.confidence is None else f"{r.confidence:.2f}"
+            click.echo(f"{Path(r.path).name:<24}{r.category:>11}{conf:>6}{f'{r.width}x{r.height}':>10}{r.out_bytes:>9}{r.bpp:>8.3f}{p:>9.2f}")
     click.echo(f"outputs in {output}/compressed and {output}/restored")
     _report(back, quiet=True)
-    _report(comp)
+    _report(comp, table=True)
 
 
 @main.command("train")

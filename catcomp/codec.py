@@ -186,13 +186,23 @@ def encode_image(img: PaddedImage, lm: LoadedModel, j: int, category: str) -> by
 def compress(image_or_path, category: str | None = None, level: float | None = None) -> bytes:
     """Compress an image (path, bytes or PIL image) into ``.ccz`` bytes.
 
-    ``category`` picks the model (``None``: the general model until the
-    router exists); ``level`` is the continuous rate knob in
-    ``[0, len(LEVELS) - 1]`` (``None``: the category's tuned rate).
+    ``category`` picks the model (``None``: the router decides; without an
+    installed router, the general model); ``level`` is the continuous rate
+    knob in ``[0, len(LEVELS) - 1]`` (``None``: the category's tuned rate).
     """
+    return compress_image(*read_image(image_or_path), category, level)[0]
+
+
+def compress_image(im: Image.Image, name: str, category: str | None = None, level: float | None = None):
+    """:func:`compress` for an opened image; also returns the router's decision (or ``None``)."""
+    route = None
+    if category is None:
+        from .router import route_image
+
+        route = route_image(im)
+        category = route.category
     category, lm, j = resolve(category, level)
-    im, name = read_image(image_or_path)
-    return encode_image(PaddedImage(im, name), lm, j, category)
+    return encode_image(PaddedImage(im, name), lm, j, category), route
 
 
 def read_container(data_or_path) -> tuple[Container, str]:

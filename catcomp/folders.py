@@ -8,15 +8,21 @@ or (without ``overwrite``) an existing file.
 from __future__ import annotations
 
 import io
+import os
 import time
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from PIL import Image
+
 from .atomic import write_bytes_atomic
-from .codec import compress, decompress, info
+from .codec import compress_image, decompress, info, read_image
 from .errors import CatcompError
 
 SUFFIX = ".ccz"
+#: What a folder walk picks up for compression (every format Pillow can open).
+IMAGE_SUFFIXES = {e for e, f in Image.registered_extensions().items() if f in Image.OPEN} - {SUFFIX}
 FORMATS = {"png": ("PNG", ".png"), "jpeg": ("JPEG", ".jpg"), "webp": ("WEBP", ".webp")}
 
 
@@ -27,12 +33,14 @@ class Result:
     ok: bool = False
     error: str | None = None
     category: str | None = None
+    confidence: float | None = None
     level: float | None = None
     width: int = 0
     height: int = 0
     in_bytes: int = 0
     out_bytes: int = 0
     seconds: float = 0.0
+    skipped: bool = False  # a complete output was already there
 
     @property
     def bpp(self) -> float:
@@ -42,68 +50,130 @@ class Result:
         return {**asdict(self), "bpp": round(self.bpp, 5)}
 
 
-def _plan(inputs, out, single_suffixes, name_fn):
-    inputs = [Path(p) for p in inputs]
-    out = Path(out)
-    if len(inputs) == 1 and out.suffix.lower() in single_suffixes:
-        return [(inputs[0], out)]
+def _walk(root: Path, suffixes):
+    """Files under ``root`` (sorted, dot-files skipped) with the wanted suffixes.
+
+    Symlinks are followed only while they stay inside ``root``; one that
+    leaves it is yielded with an error instead.
+    """
+    top = root.resolve()
+    for dirpath, dirnames, filenames in os.walk(root):
+        d = Path(dirpath)
+        dirnames[:] = sorted(n for n in dirnames if not n.startswith(".") and _inside(d / n, top))
+        for n in sorted(filenames):
+            p = d / n
+            if n.startswith(".") or p.suffix.lower() not in suffixes:
+                continue
+            yield p, None if _inside(p, top) else "symlink leaves the input folder; not followed"
+
+
+def _inside(p: Path, top: Path) -> bool:
+    return not p.is_symlink() or p.resolve().is_relative_to(top)
+
+
+def plan(inputs, out, suffixes, name_fn, single_suffixes=()):
+    """``(source, destination, error)`` for files and folder trees.
+
+    Folders are mirrored under ``out``; a lone file may name its output
+    directly (``out`` ending in one of ``single_suffixes``). Destinations
+    are always inside ``out`` and never repeat.
+    """
+    inputs, out = [Path(p) for p in inputs], Path(out)
+    if len(inputs) == 1 and not inputs[0].is_dir() and out.suffix.lower() in single_suffixes:
+        return [(inputs[0], out, None)]
     if out.exists() and not out.is_dir():
-        raise CatcompError("output must be a directory when several inputs are given", out)
-    return [(p, out / name_fn(p)) for p in inputs]
+        raise CatcompError("output must be a directory when several inputs or a folder are given", out)
+    pairs, seen = [], set()
+    for p in inputs:
+        items = [(f, f.relative_to(p), err) for f, err in _walk(p, suffixes)] if p.is_dir() else [(p, Path(p.name), None)]
+        for src, rel, err in items:
+            dst = out / rel.parent / name_fn(rel)
+            if dst in seen:
+                err = f"another input already writes {dst}"
+            seen.add(dst)
+            pairs.append((src, dst, err))
+    return pairs
 
 
-def _guard(src: Path, dst: Path, all_inputs: set):
-    if dst.resolve() in all_inputs:
-        raise CatcompError(f"refusing to overwrite the input file {dst}", src)
-
-
-def _run(pairs, work, overwrite, progress):
-    inputs = {p.resolve() for p, _ in pairs}
-    results = []
-    for src, dst in pairs:
-        r = Result(str(src), str(dst))
-        t0 = time.perf_counter()
-        try:
-            _guard(src, dst, inputs)
-            if dst.exists() and not overwrite:
-                raise CatcompError("output exists (use --overwrite to replace it)", dst)
-            r.in_bytes = src.stat().st_size if src.is_file() else 0
-            data = work(src, r)
-            write_bytes_atomic(dst, data, overwrite=overwrite)
-            r.out_bytes, r.ok = len(data), True
-        except CatcompError as e:
-            r.error = str(e) if r.path in str(e) or str(dst) in str(e) else f"{src}: {e}"
-        except OSError as e:
-            r.error = f"{src}: {e.strerror or e}"
+def _one(src: Path, dst: Path, err, work, valid, overwrite, inputs) -> Result:
+    r = Result(str(src), str(dst))
+    t0 = time.perf_counter()
+    try:
+        if err:
+            raise CatcompError(err, src)
+        if dst.resolve() in inputs:
+            raise CatcompError(f"refusing to overwrite the input file {dst}", src)
+        if dst.exists() and not overwrite:
+            if not valid(dst, r):
+                raise CatcompError("output exists and is not a complete output of this job (use --overwrite to replace it)", dst)
+            r.ok = r.skipped = True
+            r.out_bytes = dst.stat().st_size
+            return r
+        r.in_bytes = src.stat().st_size if src.is_file() else 0
+        data = work(src, r)
+        write_bytes_atomic(dst, data, overwrite=overwrite)
+        r.out_bytes, r.ok = len(data), True
+    except CatcompError as e:
+        r.error = str(e) if str(src) in str(e) or str(dst) in str(e) else f"{src}: {e}"
+    except OSError as e:
+        r.error = f"{src}: {e.strerror or e}"
+    finally:
         r.seconds = round(time.perf_counter() - t0, 4)
-        results.append(r)
-        if progress:
-            progress(r)
-    return results
+    return r
 
 
-def compress_files(inputs, out, category=None, level=None, overwrite=False, progress=None) -> list[Result]:
-    """Compress each input to ``out/<name>.ccz`` (or to ``out`` if it ends in .ccz)."""
-    pairs = _plan(inputs, out, {SUFFIX}, lambda p: p.name + SUFFIX)
+def _run(pairs, work, valid, overwrite, progress, workers):
+    """Run ``work`` on every pair, ``workers`` at a time; results in input order."""
+    inputs = {p.resolve() for p, _, _ in pairs}
+    workers = max(1, workers or os.cpu_count() or 1)
+    with ThreadPoolExecutor(workers) as pool:
+        futures = [pool.submit(_one, s, d, e, work, valid, overwrite, inputs) for s, d, e in pairs]
+        for f in as_completed(futures):
+            if progress:
+                progress(f.result(), len(futures))
+        return [f.result() for f in futures]
+
+
+def _header_of(data_or_path, r: Result):
+    h = info(data_or_path)
+    r.category, r.level, r.width, r.height = h["category"], h["level"], h["width"], h["height"]
+
+
+def _valid_ccz(path, r) -> bool:
+    try:
+        _header_of(path, r)  # parses the whole file: header and body CRCs
+        return True
+    except CatcompError:
+        return False
+
+
+def compress_files(inputs, out, category=None, level=None, overwrite=False, progress=None, workers=None) -> list[Result]:
+    """Compress files and folder trees to ``out`` (mirrored, ``name.ext.ccz``).
+
+    Each image is routed (unless ``category`` is given) and coded at its
+    category's tuned level (unless ``level`` is given). Existing complete
+    outputs are kept and counted as done, so an interrupted run resumes.
+    """
+    pairs = plan(inputs, out, IMAGE_SUFFIXES, lambda rel: rel.name + SUFFIX, {SUFFIX})
 
     def work(src, r):
-        data = compress(src, category=category, level=level)
-        h = info(data)
-        r.category, r.level, r.width, r.height = h["category"], h["level"], h["width"], h["height"]
+        data, route = compress_image(*read_image(src), category=category, level=level)
+        _header_of(data, r)
+        r.confidence = route.confidence if route else None
         return data
 
-    return _run(pairs, work, overwrite, progress)
+    return _run(pairs, work, _valid_ccz, overwrite, progress, workers)
 
 
-def decompress_files(inputs, out, fmt="png", overwrite=False, progress=None) -> list[Result]:
-    """Decode each ``.ccz`` input to ``out/<name>`` in ``fmt`` (png, jpeg, webp)."""
+def decompress_files(inputs, out, fmt="png", overwrite=False, progress=None, workers=None) -> list[Result]:
+    """Decode ``.ccz`` files and folder trees to ``out`` in ``fmt`` (png, jpeg, webp)."""
     pil_fmt, ext = FORMATS[fmt]
 
-    def name(p: Path) -> str:
-        stem = p.name[: -len(SUFFIX)] if p.name.endswith(SUFFIX) else p.name
+    def name(rel: Path) -> str:
+        stem = rel.name[: -len(SUFFIX)] if rel.name.endswith(SUFFIX) else rel.name
         return stem if Path(stem).suffix.lower() == ext else stem + ext
 
-    pairs = _plan(inputs, out, {ext, ".jpeg"} if fmt == "jpeg" else {ext}, name)
+    pairs = plan(inputs, out, {SUFFIX}, name, {ext, ".jpeg"} if fmt == "jpeg" else {ext})
 
     def work(src, r):
         im = decompress(src)
@@ -114,19 +184,54 @@ def decompress_files(inputs, out, fmt="png", overwrite=False, progress=None) -> 
         im.save(buf, pil_fmt, **({"quality": 95} if pil_fmt != "PNG" else {}))
         return buf.getvalue()
 
-    return _run(pairs, work, overwrite, progress)
+    def valid(path, r) -> bool:
+        try:
+            with Image.open(path) as im:
+                im.load()  # fully decodable, so not a leftover of something else
+                r.width, r.height = im.size
+            return im.format == pil_fmt
+        except (OSError, SyntaxError, ValueError):
+            return False
+
+    return _run(pairs, work, valid, overwrite, progress, workers)
 
 
 def summary(results) -> dict:
     ok = [r for r in results if r.ok]
     pixels = sum(r.width * r.height for r in ok)
+    cats = {}
+    for r in ok:
+        if r.category:
+            cats[r.category] = cats.get(r.category, 0) + 1
     return {
         "files": len(results),
         "ok": len(ok),
+        "skipped": sum(r.skipped for r in results),
         "failed": len(results) - len(ok),
         "input_bytes": sum(r.in_bytes for r in ok),
         "output_bytes": sum(r.out_bytes for r in ok),
         "mean_bpp": round(8 * sum(r.out_bytes for r in ok) / pixels, 4) if pixels else None,
-        "categories": sorted({r.category for r in ok if r.category}),
+        "categories": dict(sorted(cats.items())),
         "failures": [r.error for r in results if not r.ok],
     }
+
+
+REPORT_FIELDS = ("path", "output", "ok", "skipped", "error", "category", "confidence", "level", "width", "height",
+                 "in_bytes", "out_bytes", "bpp", "seconds")
+
+
+def write_report(results, path):
+    """One row per file, as CSV or JSON (by the suffix of ``path``), written atomically."""
+    import csv
+    import json
+
+    rows = [{k: r.as_dict()[k] for k in REPORT_FIELDS} for r in results]
+    if Path(path).suffix.lower() == ".json":
+        data = json.dumps(rows, indent=1).encode()
+    else:
+        buf = io.StringIO()
+        w = csv.DictWriter(buf, REPORT_FIELDS)
+        w.writeheader()
+        w.writerows(rows)
+        data = buf.getvalue().encode()
+    write_bytes_atomic(Path(path), data, overwrite=True)

@@ -1,0 +1,94 @@
+"""The router: threshold calibration, evaluation, a tiny trained router used by
+`catcomp route` and by folder compression, and a tampered router refused."""
+
+import json
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from PIL import Image
+
+from catcomp.categories import CATEGORIES
+from catcomp.cli import main
+from catcomp.errors import ModelError
+from catcomp.router import Router, calibrate_threshold, evaluate, load_router, thumbnail, train_router
+
+from .conftest import photo
+
+OTHER = CATEGORIES.index("other")
+
+
+def test_calibrated_threshold_sends_unsure_predictions_to_other():
+    probs = np.array([[0.9, 0.1, 0, 0, 0, 0], [0.4, 0.35, 0, 0, 0, 0.25], [0.1, 0.8, 0, 0, 0, 0.1], [0.45, 0.3, 0, 0, 0, 0.25]])
+    labels = np.array([0, OTHER, 1, OTHER])
+    t = calibrate_threshold(probs, labels)
+    assert 0.45 < t <= 0.8  # both unsure rows become `other`, the sure ones stay
+    r = Router(None, {"classes": CATEGORIES, "threshold": t, "size": 8})
+    assert [x.category for x in r.decide(probs)] == ["airplane", "other", "automobile", "other"]
+    assert r.decide(probs)[1].predicted == "airplane"
+
+
+def test_evaluate_counts_a_confusion_matrix():
+    r = Router(None, {"classes": CATEGORIES, "threshold": 0.5, "size": 8})
+    r.probabilities = lambda x: np.eye(6)[[0, 1, 1, 5]]
+    res = evaluate(r, np.zeros((4, 8, 8, 3)), np.array([0, 1, 2, 5]))
+    cm = np.array(res["confusion_matrix"])
+    assert res["accuracy"] == 0.75 and cm[2, 1] == 1 and cm.sum() == 4
+    assert res["per_class"]["automobile"] == {"precision": 0.5, "recall": 1.0, "support": 1}
+
+
+def test_thumbnail_of_any_mode_is_rgb_at_size():
+    for mode in ("L", "RGBA", "P", "CMYK"):
+        t = thumbnail(Image.fromarray(photo(300, 120)).convert(mode), 32)
+        assert t.shape == (32, 32, 3) and t.dtype == np.uint8
+
+
+@pytest.fixture(scope="module")
+def tiny_router(tmp_path_factory):
+    """A router trained for a few epochs on six visually distinct synthetic classes."""
+    root = tmp_path_factory.mktemp("routerdata")
+    rng = np.random.default_rng(0)
+    colours = [(200, 40, 40), (40, 200, 40), (40, 40, 200), (220, 220, 40), (10, 10, 10), (128, 128, 128)]
+    for k, c in enumerate(CATEGORIES):
+        for split, n in (("train", 12), ("val", 4), ("test", 4)):
+            d = root / c / split
+            d.mkdir(parents=True)
+            for i in range(n):
+                img = np.clip(np.array(colours[k]) + rng.normal(0, 20, (48, 48, 3)), 0, 255).astype(np.uint8)
+                Image.fromarray(img).save(d / f"{i}.png")
+    out = tmp_path_factory.mktemp("models") / "router"
+    card = train_router(root, out, epochs=25, size=32, batch=16, width=8, log=lambda *a: None)
+    return out, card, root
+
+
+def test_tiny_router_learns_and_its_card_reports_test(tiny_router):
+    _, card, _ = tiny_router
+    assert card["training"]["split_sizes"] == {"train": 72, "val": 24, "test": 24}
+    assert card["test"]["images"] == 24 and np.array(card["test"]["confusion_matrix"]).sum() == 24
+    assert card["val"]["accuracy"] >= 0.8  # far above the 1/6 of chance
+
+
+def test_route_command_and_routed_compression(tiny_router, tiny_models, tmp_path, monkeypatch):
+    import shutil
+
+    out, card, data = tiny_router
+    models = tmp_path / "models"
+    shutil.copytree(tiny_models, models)
+    shutil.copytree(out, models / "router")
+    monkeypatch.setenv("CATCOMP_MODELS", str(models))
+    files = [data / "flower" / "test" / "0.png", data / "anime" / "test" / "1.png"]
+    r = CliRunner().invoke(main, ["route", "--json", *map(str, files)])
+    assert r.exit_code == 0, r.output
+    rows = json.loads(r.output)
+    assert [row["path"] for row in rows] == [str(f) for f in files]
+    assert all({"category", "confidence", "predicted"} <= set(row) and 0 <= row["confidence"] <= 1 for row in rows)
+    r = CliRunner().invoke(main, ["compress", str(files[0]), "-o", str(tmp_path / "c"), "--report", str(tmp_path / "r.json")])
+    assert r.exit_code == 0, r.output
+    row = json.loads((tmp_path / "r.json").read_text())[0]
+    assert row["category"] == rows[0]["category"] and row["confidence"] == rows[0]["confidence"]
+
+    (models / "router" / "router.weights.h5").write_bytes(b"tampered")
+    r = CliRunner().invoke(main, ["route", str(files[0])])
+    assert r.exit_code == 1 and "router.weights.h5" in r.output and "SHA-256" in r.output
+    with pytest.raises(ModelError, match="router.weights.h5"):
+        load_router()
