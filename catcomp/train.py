@@ -368,7 +368,7 @@ def train(
             gan = Trainer(model, build_discriminator(config, dtype), beta=beta)
             gan.compile(
                 keras.optimizers.Adam(PlateauCosine(gan_steps, peak=gan_lr, warmup=100), global_clipnorm=1.0),
-                d_optimizer=keras.optimizers.Adam(1e-4, beta_1=0.5),
+                d_optimizer=keras.optimizers.Adam(3e-4, beta_1=0.5),
             )
         info["gan_seconds"] = _phase("gan", gan, ds, gan_steps, out_dir, resume, ckpt_every_s, verbose)["seconds"]
         info["gan_lr_peak"] = gan_lr

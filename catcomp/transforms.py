@@ -105,6 +105,9 @@ def build_synthesis(cfg: ModelConfig, dtype=None) -> keras.Sequential:
     return keras.Sequential([keras.Input((None, None, cfg.M))] + seq, name="synthesis")
 
 
+HIGHPASS_GAIN = 10.0
+
+
 def build_discriminator(cfg: ModelConfig, dtype=None) -> keras.Model:
     """Conditional patch discriminator (HiFiC style): (image, latent) -> logits.
 
@@ -115,7 +118,13 @@ def build_discriminator(cfg: ModelConfig, dtype=None) -> keras.Model:
     latent = keras.Input((None, None, cfg.M))
     cond = layers.Conv2D(cfg.disc_latent_channels, 3, padding="same", activation="leaky_relu", dtype=dtype)(latent)
     cond = layers.UpSampling2D(16, interpolation="nearest", dtype=dtype)(cond)
-    h = layers.Concatenate(dtype=dtype)([image, cond])
+    # Besides the image (as -1..1), D sees its high-pass residual amplified:
+    # blur from a lossy decoder is then a first-layer feature, not something
+    # D must discover from near-identical inputs.
+    centred = layers.Rescaling(2.0, -1.0, dtype=dtype)(image)
+    blurred = layers.AveragePooling2D(3, strides=1, padding="same", dtype=dtype)(centred)
+    highpass = layers.Rescaling(HIGHPASS_GAIN, dtype=dtype)(layers.Subtract(dtype=dtype)([centred, blurred]))
+    h = layers.Concatenate(dtype=dtype)([centred, highpass, cond])
     for c in cfg.disc_channels:
         h = layers.Conv2D(c, 4, strides=2, padding="same", dtype=dtype)(h)
         h = layers.LeakyReLU(0.2, dtype=dtype)(h)
