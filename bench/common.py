@@ -31,7 +31,7 @@ def catcomp_point(rgb, lm, level, category="other"):
     t0 = time.perf_counter()
     data = encode_image(PaddedImage(Image.fromarray(rgb)), lm, level_index(level, lm.model.config.num_levels), category)
     t1 = time.perf_counter()
-    out = np.asarray(decode_container(Container.from_bytes(data)))
+    out = np.asarray(decode_container(Container.from_bytes(data), lm))
     return data, out, t1 - t0, time.perf_counter() - t1
 
 

@@ -15,6 +15,7 @@ adversarial effect: the shipped (GAN) model against its own beta=0 version
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 from pathlib import Path
@@ -109,10 +110,14 @@ def main(argv=None):
     p.add_argument("--update-cards", action="store_true", help="write each category's test-split points into its model card")
     a = p.parse_args(argv)
     levels = [float(x) for x in a.levels.split(",")]
-    report = {"data": str(DATA), "split": "test", "levels": levels, "goal": GOAL, "categories": {}}
-    t0 = time.time()
+    report = {"data": str(DATA), "split": "test", "levels": levels, "goal": GOAL, "limit": a.limit, "categories": {}}
+    if a.out.is_file():  # categories measured by earlier runs (same levels and limit) are kept
+        old = json.loads(a.out.read_text())
+        if (old.get("levels"), old.get("limit")) == (levels, a.limit):
+            report["categories"] = old["categories"]
     a.out.parent.mkdir(parents=True, exist_ok=True)
     for category in a.categories.split(","):
+        t0 = time.time()
         result, own = evaluate(category, levels, [c for c in a.codecs.split(",") if c], a.limit)
         report["categories"][category] = result
         plot(result["curves"], a.out.with_name(f"rd_{category}.png"), f"{category}: test split ({result['images']} images)")
@@ -121,9 +126,10 @@ def main(argv=None):
             update_card(own, {"test": {"images": result["images"], "points": result["curves"][name], **result["summary"][name],
                                        "vs_general": result["category_vs_general"], "adversarial": result.get("adversarial_effect"),
                                        "command": "python bench/rd_categories.py --update-cards"}})
-        report["seconds"] = round(time.time() - t0, 1)
+        result["seconds"] = round(time.time() - t0, 1)
         write_json(a.out, report)  # after every category, so a long run keeps what it has
-    for category, r in report["categories"].items():
+    for category in a.categories.split(","):
+        r = report["categories"][category]
         for name, s in r["summary"].items():
             print(f"{category:>10} {name:>24}: " + "  ".join(f"{k}={v:.2f}" for k, v in s.items() if v is not None and not np.isnan(v)))
         for k in ("category_vs_general", "adversarial_effect"):

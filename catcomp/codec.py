@@ -225,14 +225,16 @@ def decompress(data_or_path) -> Image.Image:
         raise type(e)(str(e), name) from None
 
 
-def decode_container(c: Container) -> Image.Image:
+def decode_container(c: Container, lm: LoadedModel | None = None) -> Image.Image:
+    """Decode a parsed container with the installed model it names (or with ``lm``, checksum checked)."""
     if c.width * c.height > MAX_PIXELS:
         raise FormatError(f"header claims {c.width}x{c.height}, over the {MAX_PIXELS}-pixel limit")
     if not _MODEL_ID.fullmatch(c.model_id):
         raise FormatError(f"invalid model id {c.model_id!r}")
-    if not (models_dir() / c.model_id / "card.json").is_file():
-        raise ModelMismatchError(f"made with model {c.model_id!r}, which is not installed here")
-    lm = load_model(models_dir() / c.model_id)
+    if lm is None:
+        if not (models_dir() / c.model_id / "card.json").is_file():
+            raise ModelMismatchError(f"made with model {c.model_id!r}, which is not installed here")
+        lm = load_model(models_dir() / c.model_id)
     if lm.checksum != c.checksum:
         raise ModelMismatchError(
             f"made with a different version of model {c.model_id!r} (checksum {c.checksum.hex()}, installed {lm.checksum.hex()})"
