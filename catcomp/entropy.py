@@ -252,6 +252,15 @@ def decode_symbols(data: bytes, shape: tuple, tables: EntropyTables, j: int) -> 
     words = data[pos:]
     if len(words) % 4:
         raise FormatError("entropy payload: ANS stream is not a whole number of words")
+    try:
+        return _decode_words(words, esc, (h, w, C), tables, j)
+    except (ValueError, RuntimeError, OverflowError) as e:  # constriction's verdict on a damaged stream
+        raise FormatError(f"entropy payload: {e}") from None
+
+
+def _decode_words(words, esc, shape, tables, j):
+    h, w, C = shape
+    n_esc = len(esc)
     coder = constriction.stream.stack.AnsCoder(np.frombuffer(words, dtype="<u4").astype(np.uint32))
     out = np.empty((h * w, C), dtype=np.int64)
     esc_pos = 0
