@@ -10,7 +10,7 @@ import click
 
 from .categories import CATEGORIES
 
-DEFAULT_RD_STEPS, DEFAULT_GAN_STEPS, DEFAULT_BETA = 3000, 1500, 0.01
+DEFAULT_RD_STEPS, DEFAULT_GAN_STEPS, DEFAULT_BETA = 2000, 1000, 0.02
 
 
 def _progress(label):
