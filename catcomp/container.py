@@ -74,7 +74,7 @@ class Container:
             raise FormatError("corrupt payload (CRC32 mismatch)", name)
         if cat != NO_CATEGORY and cat >= len(CATEGORIES):
             raise FormatError(f"unknown category index {cat}", name)
-        if w == 0 or h == 0 or pr > 15 or pb > 15:
+        if w == 0 or h == 0 or pr != -w % 16 or pb != -h % 16:  # the padding is always up to a multiple of 16
             raise FormatError(f"invalid geometry {w}x{h} with padding {pr},{pb}", name)
         try:
             model_id = model_id.rstrip(b"\0").decode("ascii")

@@ -190,3 +190,12 @@ def test_damaged_ans_stream_with_valid_crcs_is_a_format_error(valid_files, words
     c.sections[container.LATENT] = b"\x00" + words
     with pytest.raises(catcomp.FormatError, match="entropy payload"):
         catcomp.decompress(c.to_bytes())
+
+
+@pytest.mark.parametrize("width,height,pad", [(1, 1, (0, 0)), (16, 16, (1, 0)), (20, 40, (12, 9))])
+def test_geometry_whose_padding_is_not_to_a_multiple_of_16_is_refused(valid_files, width, height, pad):
+    # Found by fuzz/decode_fuzz.py: a 1x1 header with no padding reached the decoder with an empty latent.
+    c = container.Container.from_bytes(valid_files[0])
+    c.width, c.height, c.pad = width, height, pad
+    with pytest.raises(catcomp.FormatError, match="geometry"):
+        catcomp.decompress(c.to_bytes())
