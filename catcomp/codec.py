@@ -28,7 +28,7 @@ from .zoo import LoadedModel, load_model
 #: Largest image (pixels) accepted, in and out; CATCOMP_MAX_PIXELS overrides.
 MAX_PIXELS = int(os.environ.get("CATCOMP_MAX_PIXELS", Image.MAX_IMAGE_PIXELS or 89_478_485))
 #: Images larger than this (per side, pixels) are transformed in tiles.
-TILE = 1024
+TILE = 512
 _MARGIN = 64  # pixels of context around each tile (receptive field ~61 px)
 _ALPHA_MODES = {"RGBA", "LA", "PA", "RGBa", "La"}
 _SIXTEEN_BIT = {"I;16", "I;16L", "I;16B", "I;16N", "I", "F"}
