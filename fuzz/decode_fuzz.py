@@ -75,7 +75,7 @@ def TestOneInput(data: bytes):
 def main():
     argv = list(sys.argv)
     corpus = next((a for a in argv[1:] if not a.startswith("-")), None)
-    if corpus:
+    if corpus and not os.path.isfile(corpus):  # a file argument replays one input
         os.makedirs(corpus, exist_ok=True)
         for i, s in enumerate(SEEDS):
             with open(os.path.join(corpus, f"seed{i}.ccz"), "wb") as f:
