@@ -35,17 +35,9 @@ def _report(results, quiet=False, report=None, table=False):
     if report:
         write_report(results, report)
     if table and not quiet:
-        by_cat = {}
-        for r in results:
-            if r.ok and r.category:
-                row = by_cat.setdefault(r.category, [0, 0, 0, 0])
-                row[0] += 1
-                row[1] += r.in_bytes
-                row[2] += r.out_bytes
-                row[3] += r.width * r.height
         click.echo(f"{'category':<12}{'files':>6}{'input bytes':>14}{'output bytes':>14}{'mean bpp':>10}")
-        for c, (n, i, o, px) in sorted(by_cat.items()):
-            click.echo(f"{c:<12}{n:>6}{i:>14}{o:>14}{8 * o / max(px, 1):>10.3f}")
+        for c, t in s["categories"].items():
+            click.echo(f"{c:<12}{t['files']:>6}{t['input_bytes']:>14}{t['output_bytes']:>14}{8 * t['output_bytes'] / max(t['pixels'], 1):>10.3f}")
     for err in s["failures"]:
         click.echo(f"error: {err}", err=True)
     if not quiet:

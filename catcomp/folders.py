@@ -200,9 +200,13 @@ def summary(results) -> dict:
     ok = [r for r in results if r.ok]
     pixels = sum(r.width * r.height for r in ok)
     cats = {}
-    for r in ok:
+    for r in sorted(ok, key=lambda r: r.category or ""):
         if r.category:
-            cats[r.category] = cats.get(r.category, 0) + 1
+            c = cats.setdefault(r.category, {"files": 0, "input_bytes": 0, "output_bytes": 0, "pixels": 0})
+            c["files"] += 1
+            c["input_bytes"] += r.in_bytes
+            c["output_bytes"] += r.out_bytes
+            c["pixels"] += r.width * r.height
     return {
         "files": len(results),
         "ok": len(ok),
@@ -211,7 +215,7 @@ def summary(results) -> dict:
         "input_bytes": sum(r.in_bytes for r in ok),
         "output_bytes": sum(r.out_bytes for r in ok),
         "mean_bpp": round(8 * sum(r.out_bytes for r in ok) / pixels, 4) if pixels else None,
-        "categories": dict(sorted(cats.items())),
+        "categories": cats,  # per category: files, input/output bytes, pixels
         "failures": [r.error for r in results if not r.ok],
     }
 
