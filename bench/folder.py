@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import shutil
 import subprocess
 import sys
@@ -37,7 +36,6 @@ load_router()  # load the models before timing
 t0 = time.perf_counter()
 res = compress_files([sys.argv[1]], sys.argv[2], workers=int(sys.argv[3]))
 dt = time.perf_counter() - t0
-import resource
 s = summary(res)
 px = sum(r.width * r.height for r in res if r.ok)
 print(json.dumps({"seconds": round(dt, 2), "images": s["ok"], "failed": s["failed"], "megapixels": round(px / 1e6, 2),

@@ -4,9 +4,9 @@ slow RSS growth seen under the fuzzer (it grows with distinct shapes, not with d
 
     python fuzz/memory_check.py
 """
-import os, resource, sys
+import os, resource
 os.environ["TF_CPP_MIN_LOG_LEVEL"]="3"
-import keras, numpy as np, tempfile
+import numpy as np, tempfile
 from PIL import Image
 import catcomp
 from catcomp import container
