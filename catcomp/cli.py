@@ -21,7 +21,7 @@ def _progress(label):
     def step(result, total):
         bar.total = total
         bar.update(1)
-        if not result.ok:
+        if result is not None and not result.ok:
             bar.write(f"error: {result.error}", file=sys.stderr)
 
     return bar, step
@@ -66,16 +66,35 @@ _report_opt = click.option("--report", type=click.Path(dir_okay=False, path_type
 @click.option("-o", "--output", required=True, type=click.Path(path_type=Path), help="A .ccz file (one input) or a directory (folders are mirrored).")
 @click.option("--category", type=click.Choice(CATEGORIES), help="Model to use for every image [default: the router decides per image].")
 @click.option("--level", type=float, help="Rate level on the continuous knob 0..5 [default: the category's tuned rate].")
+@click.option("--target-size", help="Per image: the best quality whose file fits, e.g. 50KB, 48KiB, 20000 (bytes).")
+@click.option("--target-bpp", type=float, help="Per image: the best quality at most this many bits per pixel.")
+@click.option("--ratio", type=float, help="Per image: at least this compression ratio against raw 8-bit pixels, e.g. 20 for 20:1.")
+@click.option("--target-quality", help="Per image: the smallest file meeting every threshold, e.g. psnr=35 or ssim=0.97,psnr=32.")
 @click.option("--overwrite", is_flag=True, help="Replace existing outputs (inputs are never replaced). Without it, complete outputs are kept and skipped.")
 @_workers
 @_report_opt
-def compress(inputs, output, category, level, overwrite, workers, report):
-    """Compress images and folders of images to .ccz files."""
-    from .folders import compress_files
+def compress(inputs, output, category, level, target_size, target_bpp, ratio, target_quality, overwrite, workers, report):
+    """Compress images and folders of images to .ccz files.
 
+    The rate is the category's tuned level unless --level or one rate
+    target (--target-size, --target-bpp, --ratio, --target-quality) is given.
+    """
+    from .errors import CatcompError
+    from .folders import compress_files
+    from .ratecontrol import Target
+
+    given = {k: v for k, v in (("size", target_size), ("bpp", target_bpp), ("ratio", ratio), ("quality", target_quality)) if v is not None}
+    if len(given) + (level is not None) > 1:
+        raise click.UsageError("give at most one of --level, --target-size, --target-bpp, --ratio, --target-quality")
+    try:
+        target = None
+        for kind, value in given.items():  # at most one
+            target = getattr(Target, kind)(value)
+    except CatcompError as e:
+        raise click.BadParameter(str(e)) from None
     bar, step = _progress("compress")
     with bar:
-        results = compress_files(inputs, output, category=category, level=level, overwrite=overwrite, progress=step, workers=workers)
+        results = compress_files(inputs, output, category=category, level=level, overwrite=overwrite, progress=step, workers=workers, target=target)
     _report(results, report=report, table=True)
 
 
@@ -165,6 +184,104 @@ def demo(output):
     click.echo(f"outputs in {output}/compressed and {output}/restored")
     _report(back, quiet=True)
     _report(comp, table=True)
+
+
+_data_opt = click.option("--data", "data_dir", envvar="CATCOMP_DATA", required=True, type=click.Path(exists=True, path_type=Path),
+                         help="Images by category with train/val/test splits (folders or MANIFEST.tsv). Env: CATCOMP_DATA.")
+_categories_arg = click.argument("categories", nargs=-1, type=click.Choice(CATEGORIES))
+
+
+def _split_list(text, cast=str):
+    return tuple(cast(x) for x in text.split(",") if x.strip())
+
+
+@main.command("evaluate")
+@click.argument("inputs", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
+@click.option("--category", type=click.Choice(CATEGORIES), help="Treat every image as this category [default: route each image].")
+@click.option("--codecs", default="catcomp,general,jpeg,webp,avif", show_default=True, help="Any of catcomp,general,jpeg,webp,avif,jpeg2000.")
+@click.option("--levels", default="0,1,2,3,4,5", show_default=True, help="catcomp rate levels to measure.")
+@click.option("-o", "--output", default="catcomp-eval", show_default=True, type=click.Path(file_okay=False, path_type=Path))
+def evaluate_cmd(inputs, category, codecs, levels, output):
+    """Rate-distortion of catcomp and baselines on images: JSON, CSV, RD plots, BD-rates.
+
+    Each image is routed (or taken as --category); `catcomp` codes it with
+    its category's model, `general` with the general model. Metrics per
+    image and rate point: bpp (file bytes), MSE, PSNR, SSIM, MS-SSIM, L1.
+    """
+    import numpy as np
+
+    from .codec import read_image
+    from .errors import CatcompError
+    from .evaluate import evaluate, format_table
+    from .folders import IMAGE_SUFFIXES, plan
+    from .router import route_image
+
+    items, failed = [], 0
+    for src, _, err in plan(inputs, Path("."), IMAGE_SUFFIXES, lambda rel: rel.name):
+        try:
+            if err:
+                raise CatcompError(err, src)
+            im = read_image(src)[0]
+            items.append((str(src), category or route_image(im).category, np.asarray(im.convert("RGB"))))
+        except CatcompError as e:
+            failed += 1
+            click.echo(f"error: {e}", err=True)
+    if not items:
+        raise click.ClickException("no images to evaluate")
+    bar, step = _progress("evaluate")
+    with bar:
+        rep = evaluate(items, _split_list(codecs), _split_list(levels, float), output, progress=lambda _: step(None, len(items)))
+    for g, r in rep["groups"].items():
+        click.echo(f"\n{g} ({r['images']} images): BD-rate % (PSNR) of each codec (row) against each (column)")
+        bd = r["bd_rate_pct"]["psnr"]
+        click.echo(format_table([{"codec": a, **bd[a]} for a in bd], ("codec", *bd)))
+    click.echo(f"\nwrote {output}/evaluate.json, evaluate.csv and rd_*.png/svg")
+    sys.exit(1 if failed else 0)
+
+
+@main.command("tune")
+@_categories_arg
+@_data_opt
+@click.option("--target", default="psnr=30,ssim=0.95", show_default=True, help="Thresholds every category must meet, e.g. psnr=32,ssim=0.95.")
+@click.option("--stat", default="mean", show_default=True,
+              help="'mean': the mean of each metric over the val images meets it; 'pNN' (e.g. p90): NN%% of the images meet it each.")
+@click.option("--limit", default=0, help="At most N val images per category (0 = all).")
+@click.option("--dry-run", is_flag=True, help="Print the table without writing the model cards.")
+def tune_cmd(categories, data_dir, target, stat, limit, dry_run):
+    """Find each category's lowest rate meeting --target on its val split; store it as the tuned rate."""
+    from .evaluate import format_table, split_items, tune_category
+    from .ratecontrol import parse_quality
+
+    thresholds = parse_quality(target)
+    rows = []
+    for c in categories or CATEGORIES:
+        rows.append(tune_category(split_items(data_dir, c, "val", limit), c, thresholds, stat, write=not dry_run))
+        click.echo(f"{c}: level {rows[-1]['level']}" + ("" if rows[-1]["reached"] else " (target NOT reached; card unchanged)"), err=True)
+    click.echo(format_table(rows, ("category", "model", "images", "level", "bpp", *thresholds, "share_meeting", "reached")))
+    if not all(r["reached"] for r in rows):
+        sys.exit(1)
+
+
+@main.command("compare")
+@_categories_arg
+@_data_opt
+@click.option("--split", default="test", show_default=True, type=click.Choice(["val", "test"]))
+@click.option("--limit", default=0, help="At most N images per category (0 = all).")
+@click.option("-o", "--output", default="catcomp-compare", show_default=True, type=click.Path(file_okay=False, path_type=Path))
+def compare_cmd(categories, data_dir, split, limit, output):
+    """Per-category optimal ratios: the tuned operating points against raw, PNG, JPEG, WebP and AVIF."""
+    from .evaluate import COMPARE_COLUMNS, compare, format_table
+
+    cats = categories or CATEGORIES
+    bar, step = _progress("compare")
+    with bar:
+        rep = compare(data_dir, cats, split, limit, output, progress=lambda _: step(None, len(cats)))
+    click.echo(format_table(rep["results"], COMPARE_COLUMNS))
+    for r in rep["results"]:
+        if "target" in r:
+            t = r["target"]
+            click.echo(f"{r['category']}: target {t['target']} ({t['statistic']}) met on val: {t['met_on_val']}, on {split}: {t['met_on_test']}")
+    click.echo(f"wrote {output}/compare.json, compare.csv, compare.png/svg ({rep['seconds']} s)")
 
 
 @main.command("train")

@@ -166,35 +166,58 @@ def resolve(category: str | None, level: float | None) -> tuple[str, LoadedModel
     """The category written to the file, its model, and the knob grid index."""
     category = check_category(category) or "other"
     lm = load_model(model_name(category))
-    level = lm.tuned_level if level is None else float(level)
+    level = lm.tuned_level_for(category) if level is None else float(level)
     num_levels = lm.model.config.num_levels
     if not 0.0 <= level <= num_levels - 1:
         raise CatcompError(f"level {level} is outside 0..{num_levels - 1}")
     return category, lm, level_index(level, num_levels)
 
 
-def encode_image(img: PaddedImage, lm: LoadedModel, j: int, category: str) -> bytes:
-    m = lm.model
-    x = img.rgb.astype(np.float32) / 255.0 - 0.5
-    y = _tiled(m.analysis, x, 1 / 16, TILE)
-    g, _ = m.gains(np.array([j * LEVEL_STEP], dtype=np.float32))
-    q = np.rint(y * np.asarray(g)[0]).astype(np.int64)
+def analyse(img: PaddedImage, lm: LoadedModel) -> np.ndarray:
+    """The float latent of a padded image (the expensive half of encoding; rate-independent)."""
+    return _tiled(lm.model.analysis, img.rgb.astype(np.float32) / 255.0 - 0.5, 1 / 16, TILE)
+
+
+def quantize(y: np.ndarray, lm: LoadedModel, j: int) -> np.ndarray:
+    """Integer symbols of latent ``y`` at knob grid index ``j``."""
+    g, _ = lm.model.gains(np.array([j * LEVEL_STEP], dtype=np.float32))
+    return np.rint(y * np.asarray(g)[0]).astype(np.int64)
+
+
+def pack(img: PaddedImage, lm: LoadedModel, q: np.ndarray, j: int, category: str) -> bytes:
+    """The ``.ccz`` bytes for symbols ``q`` of ``img``."""
     sections = {container.LATENT: encode_symbols(q, lm.tables, j), **img.extra_sections()}
     return Container(lm.name, lm.checksum, category, j, img.width, img.height, img.mode, img.pad, sections).to_bytes()
 
 
-def compress(image_or_path, category: str | None = None, level: float | None = None) -> bytes:
+def synthesize(q: np.ndarray, lm: LoadedModel, j: int, width: int, height: int) -> np.ndarray:
+    """Decoded RGB uint8 pixels (cropped to ``width`` x ``height``) from symbols ``q``."""
+    _, inv_g = lm.model.gains(np.array([j * LEVEL_STEP], dtype=np.float32))
+    y_hat = (q * np.asarray(inv_g)[0]).astype(np.float32)
+    x_hat = _tiled(lm.model.synthesis, y_hat, 16, TILE // 16)
+    return np.clip(np.rint((x_hat + 0.5) * 255.0), 0, 255).astype(np.uint8)[:height, :width]
+
+
+def encode_image(img: PaddedImage, lm: LoadedModel, j: int, category: str) -> bytes:
+    return pack(img, lm, quantize(analyse(img, lm), lm, j), j, category)
+
+
+def compress(image_or_path, category: str | None = None, level: float | None = None, target=None) -> bytes:
     """Compress an image (path, bytes or PIL image) into ``.ccz`` bytes.
 
     ``category`` picks the model (``None``: the router decides; without an
     installed router, the general model); ``level`` is the continuous rate
-    knob in ``[0, len(LEVELS) - 1]`` (``None``: the category's tuned rate).
+    knob in ``[0, len(LEVELS) - 1]`` (``None``: the category's tuned rate);
+    ``target`` (a :class:`catcomp.Target`) instead searches the knob per
+    image for a file size, bpp, ratio or quality.
     """
-    return compress_image(*read_image(image_or_path), category, level)[0]
+    return compress_image(*read_image(image_or_path), category, level, target)[0]
 
 
-def compress_image(im: Image.Image, name: str, category: str | None = None, level: float | None = None):
+def compress_image(im: Image.Image, name: str, category: str | None = None, level: float | None = None, target=None):
     """:func:`compress` for an opened image; also returns the router's decision (or ``None``)."""
+    if target is not None and level is not None:
+        raise CatcompError("give a rate level or a rate target, not both")
     route = None
     if category is None:
         from .router import route_image
@@ -202,7 +225,15 @@ def compress_image(im: Image.Image, name: str, category: str | None = None, leve
         route = route_image(im)
         category = route.category
     category, lm, j = resolve(category, level)
-    return encode_image(PaddedImage(im, name), lm, j, category), route
+    img = PaddedImage(im, name)
+    if target is None:
+        return encode_image(img, lm, j, category), route
+    from .ratecontrol import search
+
+    try:
+        return search(img, lm, category, target)[0], route
+    except CatcompError as e:
+        raise CatcompError(str(e), name) from None
 
 
 def read_container(data_or_path) -> tuple[Container, str]:
@@ -241,13 +272,9 @@ def decode_container(c: Container, lm: LoadedModel | None = None) -> Image.Image
         )
     if c.level_index >= lm.tables.num_positions:
         raise FormatError(f"rate level index {c.level_index} out of range")
-    m = lm.model
     H, W = c.height + c.pad[1], c.width + c.pad[0]
-    q = decode_symbols(c.sections[container.LATENT], (H // 16, W // 16, m.config.M), lm.tables, c.level_index)
-    _, inv_g = m.gains(np.array([c.level_index * LEVEL_STEP], dtype=np.float32))
-    y_hat = (q * np.asarray(inv_g)[0]).astype(np.float32)
-    x_hat = _tiled(m.synthesis, y_hat, 16, TILE // 16)
-    rgb = np.clip(np.rint((x_hat + 0.5) * 255.0), 0, 255).astype(np.uint8)[: c.height, : c.width]
+    q = decode_symbols(c.sections[container.LATENT], (H // 16, W // 16, lm.model.config.M), lm.tables, c.level_index)
+    rgb = synthesize(q, lm, c.level_index, c.width, c.height)
     return restore_mode(rgb, c)
 
 

@@ -147,17 +147,18 @@ def _valid_ccz(path, r) -> bool:
         return False
 
 
-def compress_files(inputs, out, category=None, level=None, overwrite=False, progress=None, workers=None) -> list[Result]:
+def compress_files(inputs, out, category=None, level=None, overwrite=False, progress=None, workers=None, target=None) -> list[Result]:
     """Compress files and folder trees to ``out`` (mirrored, ``name.ext.ccz``).
 
     Each image is routed (unless ``category`` is given) and coded at its
-    category's tuned level (unless ``level`` is given). Existing complete
+    category's tuned level (unless ``level`` is given, or ``target`` -- a
+    :class:`~catcomp.ratecontrol.Target` -- sets it per image). Existing complete
     outputs are kept and counted as done, so an interrupted run resumes.
     """
     pairs = plan(inputs, out, IMAGE_SUFFIXES, lambda rel: rel.name + SUFFIX, {SUFFIX})
 
     def work(src, r):
-        data, route = compress_image(*read_image(src), category=category, level=level)
+        data, route = compress_image(*read_image(src), category=category, level=level, target=target)
         _header_of(data, r)
         r.confidence = route.confidence if route else None
         return data

@@ -9,6 +9,10 @@ from __future__ import annotations
 import numpy as np
 
 
+#: MS-SSIM's five scales need both sides of at least this many pixels.
+MS_SSIM_MIN_SIDE = 161
+
+
 def _pair(a, b):
     a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
     if a.shape != b.shape:
@@ -64,7 +68,7 @@ def hf_energy_ratio(original, reconstruction, sigma=1.5) -> float:
 
 def all_metrics(a, b) -> dict:
     out = {"mse": mse(a, b), "psnr": psnr(a, b), "l1": l1(a, b), "ssim": ssim(a, b)}
-    if min(np.shape(a)[:2]) >= 161:
+    if min(np.shape(a)[:2]) >= MS_SSIM_MIN_SIDE:
         out["ms_ssim"] = ms_ssim(a, b)
     return out
 
@@ -76,7 +80,7 @@ def bd_rate(rate_a, quality_a, rate_b, quality_b) -> float:
     interpolated as a function of quality with monotone piecewise-cubic
     (PCHIP) curves -- the robust variant used by current VCEG/JVET tools --
     and averaged over the overlapping quality interval. Returns NaN when the
-    curves do not overlap.
+    curves do not overlap or either has fewer than two distinct points.
     """
     from scipy.interpolate import PchipInterpolator
     from scipy.integrate import quad
@@ -86,6 +90,8 @@ def bd_rate(rate_a, quality_a, rate_b, quality_b) -> float:
         order = np.argsort(q)
         q, lr = q[order], np.log(r[order])
         keep = np.concatenate([[True], np.diff(q) > 0])
+        if keep.sum() < 2:
+            return None, np.inf, -np.inf
         return PchipInterpolator(q[keep], lr[keep]), q[keep].min(), q[keep].max()
 
     fa, a0, a1 = curve(rate_a, quality_a)
@@ -105,3 +111,12 @@ def quality_at_rate(rate, quality, target_rate) -> float:
     if not r[order][0] <= t <= r[order][-1]:
         return float("nan")
     return float(np.interp(t, r[order], q[order]))
+
+
+def rate_at_quality(rate, quality, target_quality) -> float:
+    """Rate a curve needs for ``target_quality`` (log-rate linear in quality); NaN outside it."""
+    q, lr = np.asarray(quality, float), np.log(np.asarray(rate, float))
+    order = np.argsort(q)
+    if not q[order][0] <= target_quality <= q[order][-1]:
+        return float("nan")
+    return float(np.exp(np.interp(target_quality, q[order], lr[order])))

@@ -44,6 +44,10 @@ class LoadedModel:
     def tuned_level(self) -> float:
         return float(self.card.get("tuned_level", (self.model.config.num_levels - 1) / 2))
 
+    def tuned_level_for(self, category: str) -> float:
+        """The rate ``catcomp tune`` chose for ``category`` on this model, else the card's default."""
+        return float(self.card.get("tuned_levels", {}).get(category, self.tuned_level))
+
 
 def sha256(path: Path) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()

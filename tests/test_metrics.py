@@ -45,6 +45,7 @@ def test_bd_rate_known_answers():
     assert bd_rate(rate, q, rate * 1.5, q) == pytest.approx(50.0, abs=1e-6)
     assert bd_rate(rate, q, rate, q) == pytest.approx(0.0, abs=1e-9)
     assert np.isnan(bd_rate(rate, q, rate, q + 100))  # no overlap
+    assert np.isnan(bd_rate(rate, q, rate[:1], q[:1]))  # one point is no curve
 
 
 def test_quality_at_rate_interpolates_in_log_rate():
