@@ -62,7 +62,7 @@ _report_opt = click.option("--report", type=click.Path(dir_okay=False, path_type
 
 
 @main.command()
-@click.argument("inputs", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.argument("inputs", nargs=-1, required=True)
 @click.option("-o", "--output", required=True, type=click.Path(path_type=Path), help="A .ccz file (one input) or a directory (folders are mirrored).")
 @click.option("--category", type=click.Choice(CATEGORIES), help="Model to use for every image [default: the router decides per image].")
 @click.option("--level", type=float, help="Rate level on the continuous knob 0..5 [default: the category's tuned rate].")
@@ -73,7 +73,11 @@ _report_opt = click.option("--report", type=click.Path(dir_okay=False, path_type
 @click.option("--overwrite", is_flag=True, help="Replace existing outputs (inputs are never replaced). Without it, complete outputs are kept and skipped.")
 @_workers
 @_report_opt
-def compress(inputs, output, category, level, target_size, target_bpp, ratio, target_quality, overwrite, workers, report):
+@click.option("--engine", type=click.Choice(["local", "ray"]), default="local", show_default=True,
+              help="local: a thread pool here; ray: Ray Data actors on a Ray cluster (pip install 'catcomp[ray]').")
+@click.option("--address", help="Ray cluster to join (auto, ray://host:10001) [default: RAY_ADDRESS, else a local instance].")
+@click.option("--num-workers", type=int, help="Ray actors, one CPU each [default: the cluster's CPUs].")
+def compress(inputs, output, category, level, target_size, target_bpp, ratio, target_quality, overwrite, workers, report, engine, address, num_workers):
     """Compress images and folders of images to .ccz files.
 
     The rate is the category's tuned level unless --level or one rate
@@ -92,9 +96,18 @@ def compress(inputs, output, category, level, target_size, target_bpp, ratio, ta
             target = getattr(Target, kind)(value)
     except CatcompError as e:
         raise click.BadParameter(str(e)) from None
+    opts = {"category": category, "level": level, "overwrite": overwrite, "target": target}
     bar, step = _progress("compress")
     with bar:
-        results = compress_files(inputs, output, category=category, level=level, overwrite=overwrite, progress=step, workers=workers, target=target)
+        try:
+            if engine == "ray":
+                from .distributed import compress_files_ray
+
+                results = compress_files_ray(inputs, output, address=address, num_workers=num_workers, progress=step, **opts)
+            else:
+                results = compress_files(inputs, output, progress=step, workers=workers, **opts)
+        except CatcompError as e:
+            raise click.ClickException(str(e)) from None
     _report(results, report=report, table=True)
 
 

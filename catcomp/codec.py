@@ -99,13 +99,16 @@ def restore_mode(rgb: np.ndarray, c: Container) -> Image.Image:
 # --- reading inputs ---------------------------------------------------------------
 
 
-def read_image(src) -> tuple[Image.Image, str]:
-    """Open a path, bytes or PIL image; apply EXIF orientation; check its size."""
-    name = getattr(src, "filename", None) or "<image>"
+def read_image(src, name=None) -> tuple[Image.Image, str]:
+    """Open a path, bytes or PIL image; apply EXIF orientation; check its size.
+
+    ``name`` is what errors call the image (default: the path, or ``<bytes>``).
+    """
     if isinstance(src, Image.Image):
         im = src
+        name = name or getattr(src, "filename", None) or "<image>"
     else:
-        name = str(src) if not isinstance(src, (bytes, bytearray)) else "<bytes>"
+        name = name or (str(src) if not isinstance(src, (bytes, bytearray)) else "<bytes>")
         try:
             im = Image.open(io.BytesIO(src) if isinstance(src, (bytes, bytearray)) else src)
         except FileNotFoundError:

@@ -7,6 +7,7 @@ or (without ``overwrite``) an existing file.
 
 from __future__ import annotations
 
+import functools
 import io
 import os
 import time
@@ -71,6 +72,45 @@ def _inside(p: Path, top: Path) -> bool:
     return not p.is_symlink() or p.resolve().is_relative_to(top)
 
 
+def is_uri(p) -> bool:
+    """``s3://bucket/x``, ``gs://...``, ``file:///...``: read through pyarrow's filesystems."""
+    return "://" in str(p)
+
+
+def _filesystem(uri: str):
+    from pyarrow import fs
+
+    try:
+        return fs.FileSystem.from_uri(uri)
+    except Exception as e:  # pyarrow raises ArrowInvalid, ValueError, OSError...
+        raise CatcompError(f"cannot open filesystem: {e}", uri) from None
+
+
+def read_bytes(src) -> bytes:
+    """The bytes of a local path or filesystem URI."""
+    if not is_uri(src):
+        return Path(src).read_bytes()
+    f, path = _filesystem(str(src))
+    with f.open_input_stream(path) as stream:
+        return stream.read()
+
+
+def _walk_uri(root: str, suffixes):
+    """(URI, relative path, error) of the files under a filesystem URI (sorted, dot-files skipped)."""
+    from pyarrow import fs
+
+    f, base = _filesystem(root)
+    info = f.get_file_info(base)
+    if info.type != fs.FileType.Directory:
+        return [(root, Path(Path(base).name), None if info.type == fs.FileType.File else "no such file or folder")]
+    out = []
+    for i in f.get_file_info(fs.FileSelector(base, recursive=True)):
+        rel = Path(i.path).relative_to(base.rstrip("/") or "/")
+        if i.type == fs.FileType.File and not any(p.startswith(".") for p in rel.parts) and rel.suffix.lower() in suffixes:
+            out.append((root.rstrip("/") + "/" + rel.as_posix(), rel, None))
+    return sorted(out)
+
+
 def plan(inputs, out, suffixes, name_fn, single_suffixes=()):
     """``(source, destination, error)`` for files and folder trees.
 
@@ -78,14 +118,19 @@ def plan(inputs, out, suffixes, name_fn, single_suffixes=()):
     directly (``out`` ending in one of ``single_suffixes``). Destinations
     are always inside ``out`` and never repeat.
     """
-    inputs, out = [Path(p) for p in inputs], Path(out)
-    if len(inputs) == 1 and not inputs[0].is_dir() and out.suffix.lower() in single_suffixes:
+    inputs, out = [str(p) if is_uri(p) else Path(p) for p in inputs], Path(out)
+    if len(inputs) == 1 and not is_uri(inputs[0]) and not inputs[0].is_dir() and out.suffix.lower() in single_suffixes:
         return [(inputs[0], out, None)]
     if out.exists() and not out.is_dir():
         raise CatcompError("output must be a directory when several inputs or a folder are given", out)
     pairs, seen = [], set()
     for p in inputs:
-        items = [(f, f.relative_to(p), err) for f, err in _walk(p, suffixes)] if p.is_dir() else [(p, Path(p.name), None)]
+        if is_uri(p):
+            items = _walk_uri(p, suffixes)
+        elif p.is_dir():
+            items = [(f, f.relative_to(p), err) for f, err in _walk(p, suffixes)]
+        else:
+            items = [(p, Path(p.name), None)]
         for src, rel, err in items:
             dst = out / rel.parent / name_fn(rel)
             if dst in seen:
@@ -95,7 +140,8 @@ def plan(inputs, out, suffixes, name_fn, single_suffixes=()):
     return pairs
 
 
-def _one(src: Path, dst: Path, err, work, valid, overwrite, inputs) -> Result:
+def process(src, dst: Path, err, inputs, work, valid, overwrite) -> Result:
+    """One file of a job, in any engine: checks, ``work``, atomic write; never raises."""
     r = Result(str(src), str(dst))
     t0 = time.perf_counter()
     try:
@@ -109,7 +155,7 @@ def _one(src: Path, dst: Path, err, work, valid, overwrite, inputs) -> Result:
             r.ok = r.skipped = True
             r.out_bytes = dst.stat().st_size
             return r
-        r.in_bytes = src.stat().st_size if src.is_file() else 0
+        r.in_bytes = 0 if is_uri(src) else src.stat().st_size  # work() sets it for URIs
         data = work(src, r)
         write_bytes_atomic(dst, data, overwrite=overwrite)
         r.out_bytes, r.ok = len(data), True
@@ -122,12 +168,17 @@ def _one(src: Path, dst: Path, err, work, valid, overwrite, inputs) -> Result:
     return r
 
 
-def _run(pairs, work, valid, overwrite, progress, workers):
-    """Run ``work`` on every pair, ``workers`` at a time; results in input order."""
-    inputs = {p.resolve() for p, _, _ in pairs}
+def input_set(pairs) -> set:
+    """The resolved local input files of a plan: outputs may never replace one."""
+    return {p.resolve() for p, _, _ in pairs if not is_uri(p)}
+
+
+def _run(pairs, fn, progress, workers):
+    """``fn(src, dst, err, inputs)`` on every pair, ``workers`` at a time; results in input order."""
+    inputs = input_set(pairs)
     workers = max(1, workers or os.cpu_count() or 1)
     with ThreadPoolExecutor(workers) as pool:
-        futures = [pool.submit(_one, s, d, e, work, valid, overwrite, inputs) for s, d, e in pairs]
+        futures = [pool.submit(fn, s, d, e, inputs) for s, d, e in pairs]
         for f in as_completed(futures):
             if progress:
                 progress(f.result(), len(futures))
@@ -147,6 +198,38 @@ def _valid_ccz(path, r) -> bool:
         return False
 
 
+@dataclass(frozen=True)
+class CompressJob:
+    """The per-image work of a compress run. Picklable, so every engine --
+    the thread pool here, Ray actors in :mod:`catcomp.distributed` -- runs
+    exactly this code on each file."""
+
+    category: str | None = None
+    level: float | None = None
+    target: object = None  # a catcomp.ratecontrol.Target
+    overwrite: bool = False
+
+    def work(self, src, r: Result) -> bytes:
+        if is_uri(src):
+            raw = read_bytes(src)
+            r.in_bytes = len(raw)
+            im, name = read_image(raw, name=src)
+        else:
+            im, name = read_image(src)
+        data, route = compress_image(im, name, self.category, self.level, self.target)
+        _header_of(data, r)
+        r.confidence = route.confidence if route else None
+        return data
+
+    def __call__(self, src, dst, err, inputs) -> Result:
+        return process(src, dst, err, inputs, self.work, _valid_ccz, self.overwrite)
+
+
+def compress_plan(inputs, out):
+    """(source, ``.ccz`` destination, error) for every image under ``inputs``."""
+    return plan(inputs, out, IMAGE_SUFFIXES, lambda rel: rel.name + SUFFIX, {SUFFIX})
+
+
 def compress_files(inputs, out, category=None, level=None, overwrite=False, progress=None, workers=None, target=None) -> list[Result]:
     """Compress files and folder trees to ``out`` (mirrored, ``name.ext.ccz``).
 
@@ -154,16 +237,10 @@ def compress_files(inputs, out, category=None, level=None, overwrite=False, prog
     category's tuned level (unless ``level`` is given, or ``target`` -- a
     :class:`~catcomp.ratecontrol.Target` -- sets it per image). Existing complete
     outputs are kept and counted as done, so an interrupted run resumes.
+    Inputs may be filesystem URIs (``s3://...``); ``out`` is a local path.
     """
-    pairs = plan(inputs, out, IMAGE_SUFFIXES, lambda rel: rel.name + SUFFIX, {SUFFIX})
-
-    def work(src, r):
-        data, route = compress_image(*read_image(src), category=category, level=level, target=target)
-        _header_of(data, r)
-        r.confidence = route.confidence if route else None
-        return data
-
-    return _run(pairs, work, _valid_ccz, overwrite, progress, workers)
+    job = CompressJob(category, level, target, overwrite)
+    return _run(compress_plan(inputs, out), job, progress, workers)
 
 
 def decompress_files(inputs, out, fmt="png", overwrite=False, progress=None, workers=None) -> list[Result]:
@@ -194,7 +271,7 @@ def decompress_files(inputs, out, fmt="png", overwrite=False, progress=None, wor
         except (OSError, SyntaxError, ValueError):
             return False
 
-    return _run(pairs, work, valid, overwrite, progress, workers)
+    return _run(pairs, functools.partial(process, work=work, valid=valid, overwrite=overwrite), progress, workers)
 
 
 def summary(results) -> dict:
