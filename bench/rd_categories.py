@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import DATA, RESULTS, baseline_codecs, catcomp_point, plot, summarize, sweep, write_json  # noqa: E402
+from common import DATA, RESULTS, baseline_codecs, model_codec, plot, summarize, sweep, write_json  # noqa: E402
 
 from catcomp.categories import CATEGORIES, models_dir  # noqa: E402
 from catcomp.metrics import bd_rate, hf_energy_ratio, quality_at_rate  # noqa: E402
@@ -43,10 +43,6 @@ def test_images(category, limit=0):
             except BadFile as e:
                 print(f"skipped: {e}", file=sys.stderr)
     return out
-
-
-def model_codec(lm, levels):
-    return levels, lambda rgb, lv: catcomp_point(rgb, lm, lv)[:2]
 
 
 def delta_at_equal_rate(ref, new, key):
@@ -69,15 +65,14 @@ def evaluate(category, levels, baselines, limit):
     images = test_images(category, limit)
     if not images:
         raise SystemExit(f"no test images for {category} under {DATA}")
-    general = load_model("general")
     own_dir = models_dir() / category
     own = load_model(own_dir) if category != "other" and (own_dir / "card.json").is_file() else None
     codecs = {}
     if own:
-        codecs[f"catcomp-{category}"] = model_codec(own, levels)
+        codecs[f"catcomp-{category}"] = model_codec(own_dir, levels)
         if (own_dir / "beta0" / "card.json").is_file():
-            codecs[f"catcomp-{category}-beta0"] = model_codec(load_model(own_dir / "beta0"), levels)
-    codecs["catcomp-general"] = model_codec(general, levels)
+            codecs[f"catcomp-{category}-beta0"] = model_codec(own_dir / "beta0", levels)
+    codecs["catcomp-general"] = model_codec("general", levels)
     codecs.update(baseline_codecs(baselines))
     curves = sweep(images, codecs, log=lambda s: print(f"[{category}] {s}", flush=True), extra={"hf_ratio": hf_energy_ratio})
     summary = summarize(curves, "jpeg")

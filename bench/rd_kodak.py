@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import DATA, RESULTS, baseline_codecs, catcomp_point, load_rgb, plot, summarize, sweep, write_json  # noqa: E402
+from common import DATA, RESULTS, baseline_codecs, load_rgb, model_codec, plot, summarize, sweep, write_json  # noqa: E402
 
 from catcomp.zoo import load_model, update_card  # noqa: E402
 
@@ -36,7 +36,7 @@ def main(argv=None):
     images = [load_rgb(f) for f in files]
     lm = load_model(a.model)
     levels = [float(x) for x in a.levels.split(",")]
-    codecs = {"catcomp-" + lm.name: (levels, lambda rgb, lv: catcomp_point(rgb, lm, lv)[:2])}
+    codecs = {"catcomp-" + lm.name: model_codec(lm.directory, levels)}
     codecs.update(baseline_codecs([c for c in a.codecs.split(",") if c]))
     t0 = time.time()
     curves = sweep(images, codecs)

@@ -92,11 +92,12 @@ def make_codecs(names, levels=DEFAULT_LEVELS) -> dict:
 # --- measuring ------------------------------------------------------------------------------
 
 
-def measure(items, codecs: dict, quality=None, progress=None) -> list[dict]:
+def measure(items, codecs: dict, quality=None, extra=None, progress=None) -> list[dict]:
     """One row per (image, codec, setting): bytes, bpp and quality.
 
     ``items`` are (name, category, RGB array); ``quality`` maps a metric name
-    to fn(original, decoded) (default: all of :func:`~catcomp.metrics.all_metrics`).
+    to fn(original, decoded) (default: all of :func:`~catcomp.metrics.all_metrics`);
+    ``extra`` adds further such metrics.
     """
     rows = []
     for name, category, rgb in items:
@@ -104,6 +105,7 @@ def measure(items, codecs: dict, quality=None, progress=None) -> list[dict]:
         for codec, (settings, impl) in codecs.items():
             for s, (data, dec) in zip(settings, impl.points(rgb, category, settings)):
                 m = all_metrics(rgb, dec) if quality is None else {k: f(rgb, dec) for k, f in quality.items()}
+                m.update({k: f(rgb, dec) for k, f in (extra or {}).items()})
                 rows.append({"image": name, "category": category, "codec": codec, "setting": s,
                              "bytes": len(data), "bpp": 8 * len(data) / pixels, **m})  # fmt: skip
         if progress:
