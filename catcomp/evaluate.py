@@ -298,9 +298,13 @@ def tune_category(items, category: str, thresholds: dict, stat="mean", write=Tru
     if j is not None and write:
         tuning = {"target": thresholds, "statistic": stat, "split": "val", **{k: v for k, v in res.items() if k != "category"}}
         card = json.loads((lm.directory / "card.json").read_text())
+        own = category == "other" or model_name(category) == category  # the model is this category's own
         for d in (card, lm.card):  # on disk, and in the loaded model so this process sees it too
             d.setdefault("tuned_levels", {})[category] = res["level"]
             d.setdefault("tuning", {})[category] = tuning
+            if own:  # also the model's default rate
+                d["tuned_level"] = res["level"]
+                d.pop("tuned_level_note", None)
         write_card(lm.directory, card)
     return res
 
