@@ -20,6 +20,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
 import time
 from pathlib import Path
 
@@ -92,25 +93,32 @@ def make_codecs(names, levels=DEFAULT_LEVELS) -> dict:
 # --- measuring ------------------------------------------------------------------------------
 
 
-def measure(items, codecs: dict, quality=None, extra=None, progress=None) -> list[dict]:
+def measure(items, codecs: dict, quality=None, extra=None, progress=None, workers=1) -> list[dict]:
     """One row per (image, codec, setting): bytes, bpp and quality.
 
     ``items`` are (name, category, RGB array); ``quality`` maps a metric name
     to fn(original, decoded) (default: all of :func:`~catcomp.metrics.all_metrics`);
-    ``extra`` adds further such metrics.
+    ``extra`` adds further such metrics. ``workers`` images are measured at
+    once (threads); rows come back in input order either way.
     """
-    rows = []
-    for name, category, rgb in items:
-        pixels = rgb.shape[0] * rgb.shape[1]
+
+    def one(item):
+        name, category, rgb = item
+        rows = []
         for codec, (settings, impl) in codecs.items():
             for s, (data, dec) in zip(settings, impl.points(rgb, category, settings)):
                 m = all_metrics(rgb, dec) if quality is None else {k: f(rgb, dec) for k, f in quality.items()}
                 m.update({k: f(rgb, dec) for k, f in (extra or {}).items()})
                 rows.append({"image": name, "category": category, "codec": codec, "setting": s,
-                             "bytes": len(data), "bpp": 8 * len(data) / pixels, **m})  # fmt: skip
+                             "bytes": len(data), "bpp": 8 * len(data) / (rgb.shape[0] * rgb.shape[1]), **m})  # fmt: skip
         if progress:
             progress(name)
-    return rows
+        return rows
+
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max(1, workers)) as pool:
+        return [row for rows in pool.map(one, items) for row in rows]
 
 
 def curves(rows, group: str | None = None) -> dict:
@@ -314,7 +322,7 @@ def tune_category(items, category: str, thresholds: dict, stat="mean", write=Tru
 
 #: Baseline settings swept by ``compare``: enough points to interpolate the
 #: rate each needs at catcomp's operating PSNR (0.1 to 3 bpp on photos).
-COMPARE_BASELINES = {"jpeg": (10, 25, 40, 55, 70, 85, 95), "webp": (5, 20, 40, 60, 75, 90, 98), "avif": (15, 30, 45, 60, 75, 90)}
+COMPARE_BASELINES = {"jpeg": (3, 10, 25, 40, 55, 70, 85, 95), "webp": (0, 10, 25, 40, 60, 75, 90, 98), "avif": (0, 15, 30, 45, 60, 75, 90)}
 
 
 def _png_bytes(rgb) -> int:
@@ -329,8 +337,10 @@ def compare_category(items, category: str, levels=DEFAULT_LEVELS, baseline_names
     tuned = lm.tuned_level_for(category)
     codecs = {"catcomp": (tuple(levels), ModelCodec()), "tuned": ((tuned,), ModelCodec())}
     codecs.update({b: (COMPARE_BASELINES[b], PillowCodec(b)) for b in baseline_names})
-    # full metrics at the operating point; the curves need only PSNR
-    rows = measure(items, {"tuned": codecs.pop("tuned")}) + measure(items, codecs, quality={"psnr": psnr})
+    # full metrics at the operating point; the curves need only PSNR. Two images at a
+    # time: TensorFlow, the Pillow encoders and the metrics leave part of 2 cores idle.
+    workers = min(2, os.cpu_count() or 1)
+    rows = measure(items, {"tuned": codecs.pop("tuned")}, workers=workers) + measure(items, codecs, quality={"psnr": psnr}, workers=workers)
     cv = curves(rows)
     op = cv.pop("tuned")[0]
     pixels = sum(rgb.shape[0] * rgb.shape[1] for *_, rgb in items)
