@@ -210,11 +210,12 @@ def _split_list(text, cast=str):
 
 @main.command("evaluate")
 @click.argument("inputs", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
-@click.option("--category", type=click.Choice(CATEGORIES), help="Treat every image as this category [default: route each image].")
+@click.option("--category", type=click.Choice(CATEGORIES), help="Treat every image as this category.")
+@click.option("--route", "route_flag", is_flag=True, help="Route each image to its category (the default without --category).")
 @click.option("--codecs", default="catcomp,general,jpeg,webp,avif", show_default=True, help="Any of catcomp,general,jpeg,webp,avif,jpeg2000.")
 @click.option("--levels", default="0,1,2,3,4,5", show_default=True, help="catcomp rate levels to measure.")
 @click.option("-o", "--output", default="catcomp-eval", show_default=True, type=click.Path(file_okay=False, path_type=Path))
-def evaluate_cmd(inputs, category, codecs, levels, output):
+def evaluate_cmd(inputs, category, route_flag, codecs, levels, output):
     """Rate-distortion of catcomp and baselines on images: JSON, CSV, RD plots, BD-rates.
 
     Each image is routed (or taken as --category); `catcomp` codes it with
@@ -229,6 +230,8 @@ def evaluate_cmd(inputs, category, codecs, levels, output):
     from .folders import IMAGE_SUFFIXES, plan
     from .router import route_image
 
+    if category and route_flag:
+        raise click.UsageError("--category and --route exclude each other")
     items, failed = [], 0
     for src, _, err in plan(inputs, Path("."), IMAGE_SUFFIXES, lambda rel: rel.name):
         try:

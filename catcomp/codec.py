@@ -178,13 +178,15 @@ def resolve(category: str | None, level: float | None) -> tuple[str, LoadedModel
 
 def analyse(img: PaddedImage, lm: LoadedModel) -> np.ndarray:
     """The float latent of a padded image (the expensive half of encoding; rate-independent)."""
-    return _tiled(lm.model.analysis, img.rgb.astype(np.float32) / 255.0 - 0.5, 1 / 16, TILE)
+    # uint8 goes into the tiler and each tile is made float on its own: a whole
+    # 24 MP image in float32 would be 288 MB, and two temporaries of it.
+    return _tiled(lambda t: lm.model.analysis(t.astype(np.float32) / 255.0 - 0.5), img.rgb, 1 / 16, TILE)
 
 
 def quantize(y: np.ndarray, lm: LoadedModel, j: int) -> np.ndarray:
     """Integer symbols of latent ``y`` at knob grid index ``j``."""
     g, _ = lm.model.gains(np.array([j * LEVEL_STEP], dtype=np.float32))
-    return np.rint(y * np.asarray(g)[0]).astype(np.int64)
+    return np.clip(np.rint(y * np.asarray(g)[0]), -(2**30), 2**30).astype(np.int32)
 
 
 def pack(img: PaddedImage, lm: LoadedModel, q: np.ndarray, j: int, category: str) -> bytes:

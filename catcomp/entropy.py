@@ -214,7 +214,7 @@ def encode_symbols(q: np.ndarray, tables: EntropyTables, j: int) -> bytes:
     Layout: uvarint escape count, the escapes' magnitudes as uvarints (in
     channel-major scan order), then the ANS stream as little-endian uint32.
     """
-    q = np.asarray(q, dtype=np.int64).reshape(-1, q.shape[-1])
+    q = np.asarray(q).reshape(-1, q.shape[-1])
     C = q.shape[1]
     coder = constriction.stream.stack.AnsCoder()
     escapes = bytearray()
