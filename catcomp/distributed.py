@@ -79,7 +79,10 @@ def compress_files_ray(inputs, out, category=None, level=None, overwrite=False, 
     job = CompressJob(category, level, target, overwrite)
     env = {k: os.environ[k] for k in _ENV if k in os.environ}
     rows = [{"index": i, "src": str(s), "dst": str(d), "err": e or ""} for i, (s, d, e) in enumerate(pairs)]
-    ds = ray.data.from_items(rows, override_num_blocks=min(len(rows), 4 * workers)).map_batches(
+    # Small blocks: results (and the progress bar) stream back image by image, and
+    # a slow image holds up only its own block. Bounded, for folders of millions.
+    blocks = min(len(rows), max(64, 8 * workers), 10_000)
+    ds = ray.data.from_items(rows, override_num_blocks=blocks).map_batches(
         CompressActor, fn_constructor_args=(job, input_set(pairs), env), batch_size=1, concurrency=workers, num_cpus=1
     )
     results: list = [None] * len(pairs)
