@@ -119,3 +119,16 @@ def test_parallel_workers_give_the_same_bytes(tmp_path, mixed):
     a = {p.relative_to(tmp_path / "one"): p.read_bytes() for p in (tmp_path / "one").rglob("*.ccz")}
     b = {p.relative_to(tmp_path / "two"): p.read_bytes() for p in (tmp_path / "two").rglob("*.ccz")}
     assert a == b and len(a) == 3
+
+
+def test_filesystem_uri_inputs_match_local_paths(tmp_path, mixed):
+    root, good = mixed
+    r_local = run("compress", root, "-o", tmp_path / "local")
+    r_uri = run("compress", f"file://{root}", "-o", tmp_path / "uri")
+    assert r_local.exit_code == r_uri.exit_code == 1 and "corrupt.jpg" in r_uri.output
+    outs = sorted(p.relative_to(tmp_path / "local") for p in (tmp_path / "local").rglob("*.ccz"))
+    assert len(outs) == len(good)
+    assert outs == sorted(p.relative_to(tmp_path / "uri") for p in (tmp_path / "uri").rglob("*.ccz"))
+    assert all((tmp_path / "local" / p).read_bytes() == (tmp_path / "uri" / p).read_bytes() for p in outs)
+    r = run("compress", f"file://{tmp_path}/nowhere", "-o", tmp_path / "o2")
+    assert r.exit_code == 1 and "no such file or folder" in r.output
