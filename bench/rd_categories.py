@@ -79,7 +79,8 @@ def evaluate(category, levels, baselines, limit):
     for name, rows in curves.items():
         summary[name]["bd_rate_psnr_vs_webp_pct"] = bd(curves["webp"], rows)
         summary[name]["cheapest_bpp_psnr30_ssim095"] = cheapest_meeting_goal(rows)
-    result = {"images": len(images), "megapixels": round(sum(i.shape[0] * i.shape[1] for i in images) / 1e6, 2), "curves": curves, "summary": summary}
+    result = {"images": len(images), "megapixels": round(sum(i.shape[0] * i.shape[1] for i in images) / 1e6, 2), "curves": curves, "summary": summary,
+              "model_checksums": {"general": load_model("general").card["checksum"], **({category: own.card["checksum"]} if own else {})}}
     if own:
         cat = curves[f"catcomp-{category}"]
         result["category_vs_general"] = {"bd_rate_psnr_pct": bd(curves["catcomp-general"], cat),
