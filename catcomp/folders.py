@@ -78,8 +78,10 @@ def is_uri(p) -> bool:
 
 
 def _filesystem(uri: str):
-    from pyarrow import fs
-
+    try:
+        from pyarrow import fs
+    except ImportError:
+        raise CatcompError("reading URIs needs pyarrow: pip install 'catcomp[ray]'", uri) from None
     try:
         return fs.FileSystem.from_uri(uri)
     except Exception as e:  # pyarrow raises ArrowInvalid, ValueError, OSError...
@@ -97,9 +99,9 @@ def read_bytes(src) -> bytes:
 
 def _walk_uri(root: str, suffixes):
     """(URI, relative path, error) of the files under a filesystem URI (sorted, dot-files skipped)."""
+    f, base = _filesystem(root)
     from pyarrow import fs
 
-    f, base = _filesystem(root)
     info = f.get_file_info(base)
     if info.type != fs.FileType.Directory:
         return [(root, Path(Path(base).name), None if info.type == fs.FileType.File else "no such file or folder")]
