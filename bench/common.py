@@ -13,7 +13,8 @@ from PIL import Image
 from catcomp.codec import PaddedImage, decode_container, encode_image
 from catcomp.container import Container
 from catcomp.entropy import level_index
-from catcomp.evaluate import ModelCodec, PillowCodec, curves, measure, plot_rd, write_json  # noqa: F401 (re-exported)
+from catcomp.evaluate import ModelCodec, PillowCodec, curves, measure, write_json  # noqa: F401 (re-exported)
+from catcomp.evaluate import plot_rd as plot  # noqa: F401 (re-exported)
 from catcomp.baselines import BASELINES
 from catcomp.metrics import bd_rate, quality_at_rate
 
@@ -71,6 +72,3 @@ def summarize(cv: dict, reference="jpeg", at_bpp=0.5) -> dict:
             )
     return res
 
-
-def plot(cv: dict, path, title):
-    plot_rd(cv, path, title)

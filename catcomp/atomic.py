@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import csv
+import io
+import json
 import os
 import tempfile
 from pathlib import Path
@@ -42,3 +45,19 @@ def save_weights_atomic(model, path):
     tmp = path.with_name(f".{path.name}.tmp.weights.h5")
     model.save_weights(tmp)
     os.replace(tmp, path)
+
+
+def write_table(rows: list[dict], path, fields=None):
+    """Rows as JSON or CSV (by the suffix of ``path``), written atomically.
+
+    ``fields`` are the CSV columns (default: every key, in first-seen order).
+    """
+    if Path(path).suffix.lower() == ".json":
+        data = json.dumps(rows, indent=1, default=float).encode()
+    else:
+        buf = io.StringIO()
+        w = csv.DictWriter(buf, fields or list(dict.fromkeys(k for r in rows for k in r)))
+        w.writeheader()
+        w.writerows(rows)
+        data = buf.getvalue().encode()
+    write_bytes_atomic(Path(path), data)

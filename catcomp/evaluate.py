@@ -17,7 +17,6 @@ Three entry points, each behind a CLI command:
 
 from __future__ import annotations
 
-import csv
 import io
 import json
 import os
@@ -28,6 +27,7 @@ import numpy as np
 from PIL import Image
 
 from . import baselines
+from .atomic import write_bytes_atomic, write_table
 from .categories import CATEGORIES, model_name
 from .codec import PaddedImage, analyse, decode_container, pack, quantize, synthesize
 from .container import Container
@@ -35,7 +35,7 @@ from .entropy import LEVEL_STEP, level_index
 from .errors import CatcompError
 from .metrics import MS_SSIM_MIN_SIDE, all_metrics, bd_rate, psnr, rate_at_quality
 from .ratecontrol import bisect_first, meets, parse_quality, quality_of
-from .zoo import load_model, write_card
+from .zoo import load_model, read_card, write_card
 
 #: Codec names :func:`evaluate` knows: catcomp (the image's category model),
 #: general (the general model on every image) and Pillow's codecs.
@@ -183,21 +183,7 @@ def plot_rd(cv: dict, path, title, operating_points=None):
 
 
 def write_json(path, obj):
-    from .atomic import write_bytes_atomic
-
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
     write_bytes_atomic(Path(path), (json.dumps(obj, indent=2, default=float, allow_nan=True) + "\n").encode())
-
-
-def write_rows_csv(rows, path):
-    keys = list(dict.fromkeys(k for r in rows for k in r))
-    buf = io.StringIO()
-    w = csv.DictWriter(buf, keys)
-    w.writeheader()
-    w.writerows(rows)
-    from .atomic import write_bytes_atomic
-
-    write_bytes_atomic(Path(path), buf.getvalue().encode())
 
 
 # --- catcomp evaluate -----------------------------------------------------------------------
@@ -221,7 +207,7 @@ def evaluate(items, codec_names=("catcomp", "jpeg", "webp"), levels=DEFAULT_LEVE
     if out_dir:
         out_dir = Path(out_dir)
         write_json(out_dir / "evaluate.json", report)
-        write_rows_csv(rows, out_dir / "evaluate.csv")
+        write_table(rows, out_dir / "evaluate.csv")
         for g, r in report["groups"].items():
             for ext in ("png", "svg"):
                 plot_rd(r["curves"], out_dir / f"rd_{g}.{ext}", f"{g}: {r['images']} images")
@@ -305,7 +291,7 @@ def tune_category(items, category: str, thresholds: dict, stat="mean", write=Tru
            "level": round(jj * LEVEL_STEP, 4), "bpp": probe.bpp(jj), **summ}  # fmt: skip
     if j is not None and write:
         tuning = {"target": thresholds, "statistic": stat, "split": "val", **{k: v for k, v in res.items() if k != "category"}}
-        card = json.loads((lm.directory / "card.json").read_text())
+        card = read_card(lm.directory)
         own = category == "other" or model_name(category) == category  # the model is this category's own
         for d in (card, lm.card):  # on disk, and in the loaded model so this process sees it too
             d.setdefault("tuned_levels", {})[category] = res["level"]
@@ -413,7 +399,7 @@ def compare(data, categories=CATEGORIES, split="test", limit=0, out_dir=None, pr
     if out_dir:
         out_dir = Path(out_dir)
         write_json(out_dir / "compare.json", report)
-        write_rows_csv([{k: r.get(k) for k in COMPARE_COLUMNS} for r in results], out_dir / "compare.csv")
+        write_table([{k: r.get(k) for k in COMPARE_COLUMNS} for r in results], out_dir / "compare.csv", COMPARE_COLUMNS)
         for ext in ("png", "svg"):
             plot_compare(results, out_dir / f"compare.{ext}")
     return report

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from .atomic import write_bytes_atomic
+from .atomic import write_bytes_atomic, write_table
 from .codec import compress_image, decompress, info, read_image
 from .errors import CatcompError
 
@@ -306,16 +306,4 @@ REPORT_FIELDS = ("path", "output", "ok", "skipped", "error", "category", "confid
 
 def write_report(results, path):
     """One row per file, as CSV or JSON (by the suffix of ``path``), written atomically."""
-    import csv
-    import json
-
-    rows = [{k: r.as_dict()[k] for k in REPORT_FIELDS} for r in results]
-    if Path(path).suffix.lower() == ".json":
-        data = json.dumps(rows, indent=1).encode()
-    else:
-        buf = io.StringIO()
-        w = csv.DictWriter(buf, REPORT_FIELDS)
-        w.writeheader()
-        w.writerows(rows)
-        data = buf.getvalue().encode()
-    write_bytes_atomic(Path(path), data, overwrite=True)
+    write_table([{k: r.as_dict()[k] for k in REPORT_FIELDS} for r in results], path, REPORT_FIELDS)
