@@ -181,7 +181,7 @@ def evaluate(router: Router, x, y) -> dict:
             "confusion_matrix": cm.tolist(), "per_class": per}
 
 
-def train_router(data, out_dir, epochs=40, size=SIZE, batch=32, width=32, seed=0, log=print) -> dict:
+def train_router(data, out_dir, epochs=40, size=SIZE, batch=32, width=32, label_smoothing=0.0, seed=0, log=print) -> dict:
     """Train on ``train``, keep the best epoch and calibrate the threshold on ``val``,
     report on ``test``; write ``out_dir`` (weights + card)."""
     import keras
@@ -194,17 +194,18 @@ def train_router(data, out_dir, epochs=40, size=SIZE, batch=32, width=32, seed=0
     model = build_router(size, len(CATEGORIES), width)
     steps = epochs * int(np.ceil(len(yt) / batch))
     model.compile(keras.optimizers.AdamW(keras.optimizers.schedules.CosineDecay(0.0, steps, warmup_target=2e-3, warmup_steps=steps // 20)),
-                  "sparse_categorical_crossentropy", metrics=["accuracy"])
-    stop = keras.callbacks.EarlyStopping("val_accuracy", patience=epochs, restore_best_weights=True)
-    hist = model.fit(xt.astype("float32"), yt, batch_size=batch, epochs=epochs, validation_data=(xv.astype("float32"), yv),
+                  keras.losses.CategoricalCrossentropy(label_smoothing=label_smoothing), metrics=["categorical_accuracy"])
+    onehot = functools.partial(np.eye(len(CATEGORIES), dtype="float32").__getitem__)
+    stop = keras.callbacks.EarlyStopping("val_categorical_accuracy", patience=epochs, restore_best_weights=True)
+    hist = model.fit(xt.astype("float32"), onehot(yt), batch_size=batch, epochs=epochs, validation_data=(xv.astype("float32"), onehot(yv)),
                      class_weight={i: len(yt) / (len(counts) * max(c, 1)) for i, c in enumerate(counts)}, callbacks=[stop], verbose=2)
     router = Router(model, {"classes": CATEGORIES, "threshold": 0.0, "size": size})
     router.threshold = calibrate_threshold(router.probabilities(xv), yv)
     card = {
         "name": "router", "classes": list(CATEGORIES), "size": size, "width": width, "threshold": round(router.threshold, 4),
         "threshold_note": "calibrated on val: routes with a lower top probability go to `other` (the general model)",
-        "training": {"data": str(data), "epochs": epochs, "best_epoch": int(np.argmax(hist.history["val_accuracy"])) + 1,
-                     "batch": batch, "seconds": round(time.time() - t0), "split_sizes": {s: int(len(v[1])) for s, v in splits.items()}},
+        "training": {"data": str(data), "epochs": epochs, "best_epoch": int(np.argmax(hist.history["val_categorical_accuracy"])) + 1,
+                     "batch": batch, "label_smoothing": label_smoothing, "seconds": round(time.time() - t0), "split_sizes": {s: int(len(v[1])) for s, v in splits.items()}},
         "val": evaluate(router, xv, yv),
         "test": evaluate(router, *splits["test"]),
     }
@@ -218,8 +219,11 @@ def main(argv=None):
     p.add_argument("--data", required=True)
     p.add_argument("--out", default=str(models_dir() / "router"))
     p.add_argument("--epochs", type=int, default=40)
+    p.add_argument("--size", type=int, default=SIZE, help="side of the router's square view of an image")
+    p.add_argument("--width", type=int, default=32, help="channels of the first convolution (doubling per stage)")
+    p.add_argument("--label-smoothing", type=float, default=0.0)
     a = p.parse_args(argv)
-    card = train_router(a.data, a.out, a.epochs)
+    card = train_router(a.data, a.out, a.epochs, a.size, width=a.width, label_smoothing=a.label_smoothing)
     print(json.dumps({k: card[k] for k in ("threshold", "val", "test")}, indent=1))
 
 
