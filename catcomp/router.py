@@ -181,10 +181,12 @@ def evaluate(router: Router, x, y) -> dict:
             "confusion_matrix": cm.tolist(), "per_class": per}
 
 
-def train_router(data, out_dir, epochs=40, size=SIZE, batch=32, width=32, label_smoothing=0.0, seed=0, log=print) -> dict:
+def train_router(data, out_dir, epochs=40, size=SIZE, batch=32, width=32, label_smoothing=0.0, mixup=0.0, seed=0, log=print) -> dict:
     """Train on ``train``, keep the best epoch and calibrate the threshold on ``val``,
-    report on ``test``; write ``out_dir`` (weights + card)."""
+    report on ``test``; write ``out_dir`` (weights + card). ``mixup`` > 0 trains on
+    MixUp pairs (Zhang et al. 2018) with mixing weights drawn from Beta(mixup, mixup)."""
     import keras
+    import tensorflow as tf
 
     keras.utils.set_random_seed(seed)
     t0 = time.time()
@@ -196,16 +198,26 @@ def train_router(data, out_dir, epochs=40, size=SIZE, batch=32, width=32, label_
     model.compile(keras.optimizers.AdamW(keras.optimizers.schedules.CosineDecay(0.0, steps, warmup_target=2e-3, warmup_steps=steps // 20)),
                   keras.losses.CategoricalCrossentropy(label_smoothing=label_smoothing), metrics=["categorical_accuracy"])
     onehot = functools.partial(np.eye(len(CATEGORIES), dtype="float32").__getitem__)
+    class_weight = tf.constant(len(yt) / (len(counts) * np.maximum(counts, 1)), tf.float32)  # balanced classes
+
+    def mix(x, y):
+        if mixup > 0:
+            g1, g2 = tf.random.gamma([tf.shape(x)[0]], mixup), tf.random.gamma([tf.shape(x)[0]], mixup)
+            lam = g1 / (g1 + g2)
+            x = lam[:, None, None, None] * x + (1 - lam[:, None, None, None]) * tf.reverse(x, [0])
+            y = lam[:, None] * y + (1 - lam[:, None]) * tf.reverse(y, [0])
+        return x, y, tf.linalg.matvec(y, class_weight)
+
+    ds = tf.data.Dataset.from_tensor_slices((xt.astype("float32"), onehot(yt))).shuffle(len(yt), seed=seed).batch(batch).map(mix)
     stop = keras.callbacks.EarlyStopping("val_categorical_accuracy", patience=epochs, restore_best_weights=True)
-    hist = model.fit(xt.astype("float32"), onehot(yt), batch_size=batch, epochs=epochs, validation_data=(xv.astype("float32"), onehot(yv)),
-                     class_weight={i: len(yt) / (len(counts) * max(c, 1)) for i, c in enumerate(counts)}, callbacks=[stop], verbose=2)
+    hist = model.fit(ds, epochs=epochs, validation_data=(xv.astype("float32"), onehot(yv)), shuffle=False, callbacks=[stop], verbose=2)
     router = Router(model, {"classes": CATEGORIES, "threshold": 0.0, "size": size})
     router.threshold = calibrate_threshold(router.probabilities(xv), yv)
     card = {
         "name": "router", "classes": list(CATEGORIES), "size": size, "width": width, "threshold": round(router.threshold, 4),
         "threshold_note": "calibrated on val: routes with a lower top probability go to `other` (the general model)",
         "training": {"data": str(data), "epochs": epochs, "best_epoch": int(np.argmax(hist.history["val_categorical_accuracy"])) + 1,
-                     "batch": batch, "label_smoothing": label_smoothing, "seconds": round(time.time() - t0), "split_sizes": {s: int(len(v[1])) for s, v in splits.items()}},
+                     "batch": batch, "label_smoothing": label_smoothing, "mixup": mixup, "seconds": round(time.time() - t0), "split_sizes": {s: int(len(v[1])) for s, v in splits.items()}},
         "val": evaluate(router, xv, yv),
         "test": evaluate(router, *splits["test"]),
     }
@@ -222,8 +234,9 @@ def main(argv=None):
     p.add_argument("--size", type=int, default=SIZE, help="side of the router's square view of an image")
     p.add_argument("--width", type=int, default=32, help="channels of the first convolution (doubling per stage)")
     p.add_argument("--label-smoothing", type=float, default=0.0)
+    p.add_argument("--mixup", type=float, default=0.0, help="MixUp Beta parameter (0: off; 0.2-0.4 typical)")
     a = p.parse_args(argv)
-    card = train_router(a.data, a.out, a.epochs, a.size, width=a.width, label_smoothing=a.label_smoothing)
+    card = train_router(a.data, a.out, a.epochs, a.size, width=a.width, label_smoothing=a.label_smoothing, mixup=a.mixup)
     print(json.dumps({k: card[k] for k in ("threshold", "val", "test")}, indent=1))
 
 
