@@ -57,7 +57,7 @@ def tiny_router(tmp_path_factory):
                 img = np.clip(np.array(colours[k]) + rng.normal(0, 20, (48, 48, 3)), 0, 255).astype(np.uint8)
                 Image.fromarray(img).save(d / f"{i}.png")
     out = tmp_path_factory.mktemp("models") / "router"
-    card = train_router(root, out, epochs=25, size=32, batch=16, width=8, log=lambda *a: None)
+    card = train_router(root, out, epochs=25, size=32, batch=16, width=8, label_smoothing=0.05, mixup=0.2, log=lambda *a: None)
     return out, card, root
 
 
@@ -65,7 +65,8 @@ def test_tiny_router_learns_and_its_card_reports_test(tiny_router):
     _, card, _ = tiny_router
     assert card["training"]["split_sizes"] == {"train": 72, "val": 24, "test": 24}
     assert card["test"]["images"] == 24 and np.array(card["test"]["confusion_matrix"]).sum() == 24
-    assert card["val"]["accuracy"] >= 0.8  # far above the 1/6 of chance
+    assert card["val"]["accuracy"] >= 0.8  # far above the 1/6 of chance, with MixUp and label smoothing on
+    assert (card["training"]["mixup"], card["training"]["label_smoothing"]) == (0.2, 0.05)
 
 
 def test_route_command_and_routed_compression(tiny_router, tiny_models, tmp_path, monkeypatch):
