@@ -317,10 +317,16 @@ def compare_cmd(categories, data_dir, split, limit, output):
               help="tf.distribute strategy; auto picks multi-worker with TF_CONFIG, mirrored with several GPUs.")
 @click.option("--resume", is_flag=True, help="Continue from the checkpoints in OUT/checkpoint.")
 @click.option("--checkpoint-minutes", default=5.0, show_default=True)
-def train_cmd(category, data_dir, init, out, steps, gan_steps, beta, lr, crop, batch, bf16, strategy, resume, checkpoint_minutes):
+@click.option("--tables-only", is_flag=True, help="Do not train: rebuild the coding tables of the model at OUT and refit their context choice on the train split.")
+def train_cmd(category, data_dir, init, out, steps, gan_steps, beta, lr, crop, batch, bf16, strategy, resume, checkpoint_minutes, tables_only):
     """Train or fine-tune the model of one CATEGORY; other models are untouched."""
     from .categories import models_dir
-    from .train import train
+    from .train import refit_tables, train
+
+    if tables_only:
+        card = refit_tables(out or models_dir() / category, data_dir, None if category == "general" else [category], crop)
+        click.echo(f"rebuilt the tables of {card['name']} ({card['tables']['fitted_on_images']} training images); checksum {card['checksum']}")
+        return
 
     init = init or ("scratch" if category == "general" else "general")
     if init != "scratch" and not Path(init).is_dir():

@@ -7,9 +7,13 @@ level with gain ``g`` quantizes ``z = round(y * g)``, so symbol ``q`` covers
 the continuous rate knob.
 
 For coding, :func:`build_tables` evaluates that density once, after training,
-into integer frequency tables for every knob position (a grid of
-``LEVEL_STEP``). They are saved next to the weights and loaded as integers, so
-the encoder and any decoder use bit-identical models whatever the machine or
+into integer frequency tables on a grid of gains per channel, and
+:func:`fit_choice` picks, from training latents, which table codes each knob
+position (a grid of ``LEVEL_STEP``), channel and *context*: each value's
+context is counted from already-coded neighbours (:func:`context_ids`), so
+a value in a busy region gets a wide table and one in a flat region a narrow
+one. Everything is saved next to the weights and loaded as integers, so the
+encoder and any decoder use bit-identical models whatever the machine or
 thread count; no float arithmetic touches the entropy-decoding path. The
 coder itself is constriction's ANS coder.
 """
@@ -94,43 +98,137 @@ class FactorizedDensity(layers.Layer):
 
 @dataclass
 class EntropyTables:
-    """Integer coding tables for every knob position and latent channel.
+    """Integer coding tables: a grid of tables per latent channel, and which one
+    each (knob position, context, channel) codes with.
 
-    Table ``(j, c)`` covers symbols ``q_min[j, c] .. q_min[j, c] + sizes[j, c] - 3``
-    plus two escapes (index 0: below the range, last index: above it);
-    its frequencies are ``counts[starts[j, c] : starts[j, c] + sizes[j, c]]``.
+    Grid row ``k`` of channel ``c`` is the learned density quantized with gain
+    ``grid_gains(...)[k, c]``. It covers symbols ``q_min[k, c] .. q_min[k, c] + sizes[k, c] - 3``
+    plus two escapes (index 0: below the range, last index: above it), with
+    frequencies ``counts[starts[k, c] : starts[k, c] + sizes[k, c]]``.
+    ``choice[j, x, c]`` is the row used at knob position ``j`` in context ``x``
+    (:func:`context_ids`): a context that predicts small values picks a row
+    with a smaller gain, i.e. a narrower distribution.
     """
 
-    q_min: np.ndarray  # (J, C) int32
-    sizes: np.ndarray  # (J, C) int32, alphabet size including the 2 escapes
+    q_min: np.ndarray  # (K, C) int32
+    sizes: np.ndarray  # (K, C) int32, alphabet size including the 2 escapes
     counts: np.ndarray  # (total,) int32, each table sums to 2**PRECISION
+    choice: np.ndarray  # (J, NUM_CONTEXTS, C) uint8
 
     def __post_init__(self):
         self.starts = np.concatenate([[0], np.cumsum(self.sizes.ravel())[:-1]]).reshape(self.sizes.shape)
+        self._models = {}
 
     @property
     def num_positions(self) -> int:
-        return self.q_min.shape[0]
+        return self.choice.shape[0]
 
     def to_bytes(self) -> bytes:
         buf = io.BytesIO()
-        np.savez_compressed(buf, q_min=self.q_min, sizes=self.sizes, counts=self.counts)
+        np.savez_compressed(buf, q_min=self.q_min, sizes=self.sizes, counts=self.counts, choice=self.choice)
         return buf.getvalue()
 
     @classmethod
     def from_bytes(cls, data: bytes) -> "EntropyTables":
         with np.load(io.BytesIO(data), allow_pickle=False) as z:
-            return cls(z["q_min"].astype(np.int32), z["sizes"].astype(np.int32), z["counts"].astype(np.int32))
+            t = cls(*(z[k].astype(np.int32) for k in ("q_min", "sizes", "counts")), z["choice"].astype(np.uint8))
+        if t.choice.ndim != 3 or t.choice.shape[1:] != (NUM_CONTEXTS, t.q_min.shape[1]) or t.choice.max() >= len(t.q_min):
+            raise ValueError("entropy tables: inconsistent table choice")
+        return t
 
-    def model(self, j: int, c: int):
-        s = self.starts[j, c]
-        freq = self.counts[s : s + self.sizes[j, c]].astype(np.float64)
-        return constriction.stream.model.Categorical(freq, perfect=False)
+    def model(self, k: int, c: int):
+        """constriction model of grid row ``k`` of channel ``c`` (built once per process)."""
+        m = self._models.get((k, c))
+        if m is None:
+            s = self.starts[k, c]
+            freq = self.counts[s : s + self.sizes[k, c]].astype(np.float64)
+            m = self._models[(k, c)] = constriction.stream.model.Categorical(freq, perfect=False)
+        return m
+
+    def bit_costs(self, c: int, radius: int) -> np.ndarray:
+        """Bits of coding each value ``-radius..radius`` with each grid row of channel ``c``,
+        shape (K, 2 * radius + 1); an escape costs its symbol plus 8 bits."""
+        v = np.arange(-radius, radius + 1)
+        out = np.empty((len(self.q_min), v.size), dtype=np.float32)
+        for k in range(len(self.q_min)):
+            s, n = self.starts[k, c], self.sizes[k, c]
+            bits = -np.log2(self.counts[s : s + n] / float(1 << PRECISION))
+            idx = v - self.q_min[k, c] + 1
+            out[k] = bits[np.clip(idx, 0, n - 1)] + 8.0 * ((idx < 1) | (idx > n - 2))
+        return out
 
 
 def level_index(level: float, num_levels: int) -> int:
     """The knob grid position of a continuous ``level`` (clipped to range)."""
     return int(round(min(max(float(level), 0.0), num_levels - 1.0) / LEVEL_STEP))
+
+
+# --- contexts -----------------------------------------------------------------
+#
+# The latent is coded in three passes. A pass's contexts depend only on values of
+# earlier passes, so the decoder derives exactly the contexts the encoder used
+# (integer sums compared with fixed thresholds; no floating point):
+#   1. anchors (row + column even), first half of the channels: context 0;
+#   2. anchors, second half: contexts 1..8, by the activity of the first half at
+#      the same position and its 4 diagonal (anchor) neighbours;
+#   3. the other positions, all channels: contexts 9..40, by the magnitude of the
+#      4 neighbours (all anchors) in the same channel and their activity over all
+#      channels (the checkerboard idea of He et al. 2021, with counted contexts).
+
+_ACTIVITY = np.array([0.05, 0.1, 0.2, 0.35, 0.6, 1.0, 1.8])  # mean |q| per value read
+_NEIGHBOURS = np.array([1, 3, 8])  # sum of |q| over the 4 neighbours
+NUM_CONTEXTS = 1 + 8 + 4 * 8
+
+
+def _anchor(h: int, w: int) -> np.ndarray:
+    return (np.arange(h)[:, None] + np.arange(w)[None, :]) % 2 == 0
+
+
+def _passes(h: int, w: int, C: int):
+    """(flat positions, channel range) of the three passes, in coding order."""
+    a = _anchor(h, w).ravel()
+    return [(np.flatnonzero(a), range(C // 2)), (np.flatnonzero(a), range(C // 2, C)), (np.flatnonzero(~a), range(C))]
+
+
+def context_ids(q: np.ndarray) -> np.ndarray:
+    """The context of every value of latent ``q`` (h, w, C), shape (h * w, C).
+
+    Only anchor values are read (only first-half channels for pass 2), so on a
+    partly decoded latent it already gives the contexts of the next pass."""
+    h, w, C = q.shape
+    half, anchor = C // 2, _anchor(h, w)
+    a = np.where(anchor[..., None], np.abs(q), 0).astype(np.int64)
+    p = np.pad(a, ((1, 1), (1, 1), (0, 0)))
+    n4 = p[:-2, 1:-1] + p[2:, 1:-1] + p[1:-1, :-2] + p[1:-1, 2:]
+    s = np.pad(a[..., :half].sum(-1), 1)
+    s5 = s[1:-1, 1:-1] + s[:-2, :-2] + s[:-2, 2:] + s[2:, :-2] + s[2:, 2:]
+    ctx = 9 + 8 * np.searchsorted(_NEIGHBOURS, n4, side="right")
+    ctx += np.searchsorted(_ACTIVITY * (4 * C), n4.sum(-1), side="right")[..., None]
+    ctx[anchor, half:] = 1 + np.searchsorted(_ACTIVITY * (5 * half), s5[anchor], side="right")[:, None]
+    ctx[anchor, :half] = 0
+    return ctx.reshape(h * w, C)
+
+
+def _chunks(ctx: np.ndarray, positions: np.ndarray, c: int):
+    """Within a pass and channel: (context, flat positions in scan order) per context."""
+    col = ctx[positions, c]
+    order = np.argsort(col, kind="stable")
+    keys, first = np.unique(col[order], return_index=True)
+    return zip(keys.tolist(), np.split(positions[order], first[1:]))
+
+
+# --- building the tables --------------------------------------------------------
+
+#: Table gains of a channel form a geometric grid, GRID_PER_OCTAVE rows per octave,
+#: from GRID_BELOW octaves under the channel's smallest knob gain to GRID_ABOVE over its largest.
+GRID_PER_OCTAVE, GRID_BELOW, GRID_ABOVE = 4, 6, 2
+
+
+def grid_gains(gains: np.ndarray) -> np.ndarray:
+    """The (K, C) table gains for knob gains (J, C)."""
+    lo, hi = gains.min(0), gains.max(0)
+    K = int(np.ceil(np.log2(hi / lo).max() * GRID_PER_OCTAVE)) + (GRID_BELOW + GRID_ABOVE) * GRID_PER_OCTAVE + 1
+    return lo[None] * 2.0 ** ((np.arange(K)[:, None] - GRID_BELOW * GRID_PER_OCTAVE) / GRID_PER_OCTAVE)
 
 
 def _quantiles(density: FactorizedDensity, target_logit: float) -> np.ndarray:
@@ -155,35 +253,67 @@ def _to_counts(pmf: np.ndarray) -> np.ndarray:
 
 
 def build_tables(density: FactorizedDensity, gains: np.ndarray) -> EntropyTables:
-    """Evaluate ``density`` into integer tables for each row of ``gains`` (J, C).
+    """Evaluate ``density`` into integer tables for knob gains ``gains`` (J, C).
 
     Run once after training (CompressAI's ``update()``); the result is saved
-    with the model and never recomputed at coding time.
+    with the model and never recomputed at coding time. Every context starts
+    with the grid row nearest to the knob's own gain; :func:`fit_choice`
+    then picks better rows from real latents.
     """
+    grid = grid_gains(gains)
     logit_tail = float(np.log(TAIL / 2 / (1 - TAIL / 2)))
     y_lo, y_hi = _quantiles(density, logit_tail), _quantiles(density, -logit_tail)
-    J, C = gains.shape
-    q_min = np.floor(y_lo[None] * gains).astype(np.int64)
-    q_max = np.ceil(y_hi[None] * gains).astype(np.int64)
+    K, C = grid.shape
+    q_min = np.floor(y_lo[None] * grid).astype(np.int64)
+    q_max = np.ceil(y_hi[None] * grid).astype(np.int64)
     q_max = np.minimum(q_max, q_min + MAX_SYMBOLS - 3)
     sizes = (q_max - q_min + 3).astype(np.int32)
     counts = []
-    for j in range(J):
-        kmax = int(sizes[j].max()) - 1  # number of bin edges
+    for k in range(K):
+        kmax = int(sizes[k].max()) - 1  # number of bin edges
         # Edges e_0 .. e_{K-2} of the in-range bins, in y units, per channel.
-        q = q_min[j][:, None] + np.arange(kmax)[None, :] - 0.5
-        edges = (q / gains[j][:, None]).astype("float32")
+        q = q_min[k][:, None] + np.arange(kmax)[None, :] - 0.5
+        edges = (q / grid[k][:, None]).astype("float32")
         logits = ops.convert_to_numpy(density.logits_cdf(edges[:, None, :]))[:, 0, :].astype(np.float64)
-        cdf = 1.0 / (1.0 + np.exp(-logits))
+        cdf = 0.5 * (1.0 + np.tanh(0.5 * logits))  # the logistic function without overflow
         for c in range(C):
-            n_edges = sizes[j, c] - 1
+            n_edges = sizes[k, c] - 1
             cdf_c = np.concatenate([[0.0], cdf[c, :n_edges], [1.0]])
             cdf_c = np.maximum.accumulate(cdf_c)
             counts.append(_to_counts(np.diff(cdf_c)))
-    return EntropyTables(q_min.astype(np.int32), sizes, np.concatenate(counts).astype(np.int32))
+    nearest = np.rint(np.log2(gains / grid[0]) * GRID_PER_OCTAVE).astype(np.int64)  # (J, C)
+    choice = np.repeat(nearest[:, None, :], NUM_CONTEXTS, axis=1).astype(np.uint8)
+    return EntropyTables(q_min.astype(np.int32), sizes, np.concatenate(counts).astype(np.int32), choice)
 
 
-# --- coding -----------------------------------------------------------------
+#: Values beyond +-FIT_RADIUS count as that value when fitting (they are rare).
+FIT_RADIUS = 255
+
+
+def fit_choice(tables: EntropyTables, gains: np.ndarray, latents, prior: float = 20.0) -> np.ndarray:
+    """For every knob position, context and channel, the grid row that codes the
+    float latents ``latents`` (list of (h, w, C) arrays from training images) in the
+    fewest bits. Each context's histogram is smoothed with ``prior`` values drawn
+    from the channel's overall histogram, so rare contexts fall back to it."""
+    C, radius = tables.q_min.shape[1], FIT_RADIUS
+    costs = np.stack([tables.bit_costs(c, radius) for c in range(C)])  # (C, K, V)
+    V = 2 * radius + 1
+    choice = np.empty_like(tables.choice)
+    for j in range(len(gains)):
+        hist = np.zeros(NUM_CONTEXTS * C * V, dtype=np.float64)
+        for y in latents:
+            q = np.clip(np.rint(y * gains[j]), -radius, radius).astype(np.int64)
+            idx = (context_ids(q) * C + np.arange(C)) * V + q.reshape(-1, C) + radius
+            hist += np.bincount(idx.ravel(), minlength=hist.size)
+        hist = hist.reshape(NUM_CONTEXTS, C, V)
+        overall = hist.sum(0, keepdims=True)
+        hist += prior * overall / np.maximum(overall.sum(-1, keepdims=True), 1)
+        bits = np.matmul(hist.transpose(1, 0, 2).astype(np.float32), costs.transpose(0, 2, 1))  # (C, X, K)
+        choice[j] = np.argmin(bits, axis=-1).T
+    return choice
+
+
+# --- coding -------------------------------------------------------------------
 
 
 def _write_uvarint(out: bytearray, v: int):
@@ -209,31 +339,31 @@ def _read_uvarint(data: bytes, pos: int) -> tuple[int, int]:
 
 
 def encode_symbols(q: np.ndarray, tables: EntropyTables, j: int) -> bytes:
-    """Entropy-code integer latent ``q`` (h, w, C) with the tables at knob ``j``.
+    """Entropy-code integer latent ``q`` (h, w, C) at knob position ``j``.
 
     Layout: uvarint escape count, the escapes' magnitudes as uvarints (in
-    channel-major scan order), then the ANS stream as little-endian uint32.
+    coding order), then the ANS stream as little-endian uint32 words.
     """
-    q = np.asarray(q).reshape(-1, q.shape[-1])
-    C = q.shape[1]
+    h, w, C = q.shape
+    ctx = context_ids(q)
+    flat = np.asarray(q).reshape(-1, C)
+    escapes, n_esc, chunks = bytearray(), 0, []
+    for positions, channels in _passes(h, w, C):
+        for c in channels:
+            for x, pos in _chunks(ctx, positions, c):
+                k = int(tables.choice[j, x, c])
+                lo, n = int(tables.q_min[k, c]), int(tables.sizes[k, c])
+                v = flat[pos, c]
+                sym = v - lo + 1
+                below, above = sym < 1, sym > n - 2
+                for e in np.where(below, lo - 1 - v, np.where(above, v - (lo + n - 2), -1)):
+                    if e >= 0:
+                        _write_uvarint(escapes, int(e))
+                n_esc += int(below.sum() + above.sum())
+                chunks.append((np.where(below, 0, np.where(above, n - 1, sym)).astype(np.int32), k, c))
     coder = constriction.stream.stack.AnsCoder()
-    escapes = bytearray()
-    n_esc = 0
-    per_channel = []
-    for c in range(C):
-        lo = int(tables.q_min[j, c])
-        k = int(tables.sizes[j, c])
-        sym = q[:, c] - lo + 1
-        below, above = sym < 1, sym > k - 2
-        for v in q[below, c]:
-            _write_uvarint(escapes, lo - 1 - int(v))
-        for v in q[above, c]:
-            _write_uvarint(escapes, int(v) - (lo + k - 3) - 1)
-        n_esc += int(below.sum() + above.sum())
-        sym = np.where(below, 0, np.where(above, k - 1, sym)).astype(np.int32)
-        per_channel.append(sym)
-    for c in reversed(range(C)):
-        coder.encode_reverse(per_channel[c], tables.model(j, c))
+    for sym, k, c in reversed(chunks):  # a stack: the decoder reads the chunks in order
+        coder.encode_reverse(sym, tables.model(k, c))
     out = bytearray()
     _write_uvarint(out, n_esc)
     return bytes(out + escapes) + coder.get_compressed().astype("<u4").tobytes()
@@ -260,24 +390,26 @@ def decode_symbols(data: bytes, shape: tuple, tables: EntropyTables, j: int) -> 
 
 def _decode_words(words, esc, shape, tables, j):
     h, w, C = shape
-    n_esc = len(esc)
     coder = constriction.stream.stack.AnsCoder(np.frombuffer(words, dtype="<u4").astype(np.uint32))
-    out = np.empty((h * w, C), dtype=np.int64)
-    esc_pos = 0
-    for c in range(C):
-        lo = int(tables.q_min[j, c])
-        k = int(tables.sizes[j, c])
-        sym = coder.decode(tables.model(j, c), h * w).astype(np.int64)
-        vals = sym + lo - 1
-        below, above = np.flatnonzero(sym == 0), np.flatnonzero(sym == k - 1)
-        nb, na = len(below), len(above)
-        if esc_pos + nb + na > n_esc:
-            raise FormatError("entropy payload: escape values missing")
-        vals[below] = lo - 1 - np.asarray(esc[esc_pos : esc_pos + nb], dtype=np.int64)
-        esc_pos += nb
-        vals[above] = lo + k - 2 + np.asarray(esc[esc_pos : esc_pos + na], dtype=np.int64)
-        esc_pos += na
-        out[:, c] = vals
-    if esc_pos != n_esc or not coder.is_empty():
+    q = np.zeros((h, w, C), dtype=np.int64)
+    flat = q.reshape(-1, C)  # a view: decoded values land in q
+    esc = np.asarray(esc, dtype=np.int64)
+    used = 0
+    for positions, channels in _passes(h, w, C):
+        ctx = context_ids(q)
+        for c in channels:
+            for x, pos in _chunks(ctx, positions, c):
+                k = int(tables.choice[j, x, c])
+                lo, n = int(tables.q_min[k, c]), int(tables.sizes[k, c])
+                sym = coder.decode(tables.model(k, c), len(pos)).astype(np.int64)
+                vals = sym + lo - 1
+                out = np.flatnonzero((sym == 0) | (sym == n - 1))
+                if used + len(out) > len(esc):
+                    raise FormatError("entropy payload: escape values missing")
+                e = esc[used : used + len(out)]
+                vals[out] = np.where(sym[out] == 0, lo - 1 - e, lo + n - 2 + e)
+                used += len(out)
+                flat[pos, c] = vals
+    if used != len(esc) or not coder.is_empty():
         raise FormatError("entropy payload: stream does not end where the latent does")
-    return out.reshape(h, w, C)
+    return q

@@ -363,7 +363,7 @@ def train(
             "train_sources": n_sources, "train_pool": len(pool), "data": str(data), "categories": categories or "all"}
     info["rd_seconds"] = state["seconds"]
     if gan_steps:
-        save_model(model, out_dir / "beta0", {**(card or {}), "name": f"{out_dir.name}-beta0", "training": {**info, "gan_steps": 0, "beta": 0.0}})
+        save_model(model, out_dir / "beta0", {**(card or {}), "name": f"{out_dir.name}-beta0", "training": {**info, "gan_steps": 0, "beta": 0.0}}, pool)
         with strategy.scope():
             gan = Trainer(model, build_discriminator(config, dtype), beta=beta)
             gan.compile(
@@ -373,7 +373,17 @@ def train(
         info["gan_seconds"] = _phase("gan", gan, ds, gan_steps, out_dir, resume, ckpt_every_s, verbose)["seconds"]
         info["gan_lr_peak"] = gan_lr
     info["seconds_this_run"] = round(time.time() - t0)
-    return save_model(model, out_dir, {**(card or {}), "training": info})
+    return save_model(model, out_dir, {**(card or {}), "training": info}, pool)
+
+
+def refit_tables(model_dir, data, categories=None, crop=128) -> dict:
+    """Rebuild a trained model's coding tables and refit their context choice on
+    the ``train`` split of ``data``; the weights stay as they are."""
+    from .zoo import load_weights, save_tables
+
+    model = load_weights(model_dir)
+    pool, _ = training_pool(data, crop, categories)
+    return save_tables(model, model_dir, None, pool)
 
 
 def main(argv=None):

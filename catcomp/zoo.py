@@ -18,7 +18,7 @@ import numpy as np
 
 from .atomic import save_weights_atomic, write_bytes_atomic
 from .categories import models_dir
-from .entropy import LEVEL_STEP, EntropyTables, build_tables
+from .entropy import LEVEL_STEP, NUM_CONTEXTS, EntropyTables, build_tables, fit_choice
 from .errors import ModelError
 from .transforms import CompressionModel, ModelConfig
 
@@ -64,12 +64,43 @@ def knob_gains(model: CompressionModel) -> np.ndarray:
     return np.asarray(g)[:, 0, 0, :].astype(np.float64)
 
 
-def save_model(model: CompressionModel, out_dir: Path, card: dict | None = None) -> dict:
-    """Write weights, freshly built tables and the card to ``out_dir``."""
+#: At most this many training images (centre crops of at most FIT_SIDE px) fit the table choice.
+FIT_IMAGES, FIT_SIDE = 64, 512
+
+
+def fit_latents(model: CompressionModel, images, seed=0) -> list:
+    """Float latents of up to FIT_IMAGES of ``images`` (uint8 RGB arrays), centre-cropped."""
+    rng = np.random.default_rng(seed)
+    pick = rng.permutation(len(images))[:FIT_IMAGES]
+    out = []
+    for i in sorted(pick):
+        im = images[i]
+        h, w = (min(s, FIT_SIDE) // 16 * 16 for s in im.shape[:2])
+        if h and w:
+            top, left = (im.shape[0] - h) // 2, (im.shape[1] - w) // 2
+            x = im[None, top : top + h, left : left + w].astype("float32") / 255.0 - 0.5
+            out.append(np.asarray(model.analysis(x), dtype=np.float32)[0])
+    return out
+
+
+def save_model(model: CompressionModel, out_dir: Path, card: dict | None = None, images=None) -> dict:
+    """Write weights, freshly built tables and the card to ``out_dir`` (see :func:`save_tables`)."""
+    Path(out_dir).mkdir(parents=True, exist_ok=True)
+    save_weights_atomic(model, Path(out_dir) / WEIGHTS)
+    return save_tables(model, out_dir, card, images)
+
+
+def save_tables(model: CompressionModel, out_dir: Path, card: dict | None = None, images=None) -> dict:
+    """Build the coding tables of ``model`` (whose weights are in ``out_dir``) and
+    write them with the card. With ``images`` (training images as uint8 arrays)
+    the tables' context choice is fitted to their latents; without, every
+    context uses the knob's own gain."""
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    save_weights_atomic(model, out_dir / WEIGHTS)
-    tables = build_tables(model.density, knob_gains(model))
+    gains = knob_gains(model)
+    tables = build_tables(model.density, gains)
+    latents = fit_latents(model, images) if images else []
+    if latents:
+        tables.choice = fit_choice(tables, gains, latents)
     write_bytes_atomic(out_dir / TABLES, tables.to_bytes())
     w, t = sha256(out_dir / WEIGHTS), sha256(out_dir / TABLES)
     old = read_card(out_dir) if (out_dir / CARD).is_file() else {}
@@ -80,6 +111,7 @@ def save_model(model: CompressionModel, out_dir: Path, card: dict | None = None)
         files={WEIGHTS: w, TABLES: t},
         checksum=_checksum(w, t),
         level_step=LEVEL_STEP,
+        tables={"grid_rows": int(len(tables.q_min)), "contexts": NUM_CONTEXTS, "fitted_on_images": len(latents)},
     )
     write_card(out_dir, card)
     return card
@@ -103,15 +135,28 @@ def write_card(model_dir: Path, card: dict):
     write_bytes_atomic(Path(model_dir) / CARD, (json.dumps(card, indent=2) + "\n").encode())
 
 
+def _verified(d: Path, files) -> dict:
+    card = read_card(d)
+    for fname in files:
+        if not (d / fname).is_file():
+            raise ModelError(f"missing model file {fname}", d)
+        if sha256(d / fname) != card.get("files", {}).get(fname):
+            raise ModelError(f"{fname} does not match the SHA-256 in its card (corrupt or replaced)", d)
+    return card
+
+
+def load_weights(model_dir) -> CompressionModel:
+    """The model of a directory with its verified weights, without its tables (to rebuild them)."""
+    d = Path(model_dir)
+    model = CompressionModel(ModelConfig.from_dict(_verified(d, [WEIGHTS])["config"]))
+    model.load_weights(d / WEIGHTS)
+    return model
+
+
 @functools.lru_cache(maxsize=8)
 def _load(model_dir: str, checksum: str) -> LoadedModel:
     d = Path(model_dir)
-    card = read_card(d)
-    for fname, expected in card.get("files", {}).items():
-        if not (d / fname).is_file():
-            raise ModelError(f"missing model file {fname}", d)
-        if sha256(d / fname) != expected:
-            raise ModelError(f"{fname} does not match the SHA-256 in its card (corrupt or replaced)", d)
+    card = _verified(d, read_card(d).get("files", {}))
     model = CompressionModel(ModelConfig.from_dict(card["config"]))
     try:
         model.load_weights(d / WEIGHTS)

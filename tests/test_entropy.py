@@ -3,7 +3,15 @@
 import numpy as np
 import pytest
 
-from catcomp.entropy import PRECISION, EntropyTables, decode_symbols, encode_symbols
+from catcomp.entropy import (
+    NUM_CONTEXTS,
+    PRECISION,
+    EntropyTables,
+    context_ids,
+    decode_symbols,
+    encode_symbols,
+    fit_choice,
+)
 from catcomp.errors import FormatError
 from catcomp.zoo import load_model
 
@@ -14,11 +22,12 @@ def tables():
 
 
 def test_every_table_sums_to_the_precision_and_has_no_zero(tables):
-    for j in (0, tables.num_positions // 2, tables.num_positions - 1):
+    for k in range(len(tables.q_min)):
         for c in range(tables.q_min.shape[1]):
-            s = tables.starts[j, c]
-            freq = tables.counts[s : s + tables.sizes[j, c]]
+            s = tables.starts[k, c]
+            freq = tables.counts[s : s + tables.sizes[k, c]]
             assert freq.sum() == 1 << PRECISION and freq.min() >= 1
+    assert tables.choice.shape[1] == NUM_CONTEXTS and tables.choice.max() < len(tables.q_min)
 
 
 def test_round_trip_including_escapes_far_outside_the_tables(tables):
@@ -40,8 +49,46 @@ def test_decoding_with_wrong_shape_or_tables_position_fails_or_differs(tables):
 def test_tables_survive_serialisation(tables):
     again = EntropyTables.from_bytes(tables.to_bytes())
     assert np.array_equal(again.counts, tables.counts) and np.array_equal(again.q_min, tables.q_min)
+    assert np.array_equal(again.choice, tables.choice)
 
 
 def test_truncated_escape_list_is_an_error(tables):
     with pytest.raises(FormatError):
         decode_symbols(b"\x05\x80", (1, 1, tables.q_min.shape[1]), tables, 0)
+
+
+def test_contexts_of_a_pass_read_only_values_coded_before_it():
+    rng = np.random.default_rng(2)
+    q = rng.integers(-5, 6, size=(6, 7, 8))
+    anchor = (np.arange(6)[:, None] + np.arange(7)) % 2 == 0
+    ctx = context_ids(q).reshape(6, 7, 8)
+    assert (ctx[anchor][:, :4] == 0).all() and (ctx[anchor][:, 4:] >= 1).all() and (ctx[~anchor] >= 9).all()
+    later = q.copy()
+    later[~anchor] = rng.integers(-50, 50, size=later[~anchor].shape)  # pass 3 values
+    later[anchor, 4:] += 7  # pass 2 values
+    moved = context_ids(later).reshape(6, 7, 8)
+    assert np.array_equal(moved[anchor], ctx[anchor])  # passes 1 and 2 see only pass 1 values
+    busy = q.copy()
+    busy[anchor] = 40  # large anchors: pass 3 contexts move to the busiest bucket
+    assert (context_ids(busy).reshape(6, 7, 8)[~anchor] == NUM_CONTEXTS - 1).all()
+
+
+def test_fitted_choice_gives_quiet_contexts_narrow_tables_and_saves_bytes(tables):
+    """Latents that are flat in one half and busy in the other: fitting must pick a
+    narrower table for the flat neighbourhoods and code such latents in fewer bytes."""
+    rng = np.random.default_rng(3)
+    C = tables.q_min.shape[1]
+    gains = np.ones((1, C))  # fit for one knob position, latents used as they are
+    latents = []
+    for _ in range(4):
+        y = rng.laplace(0, 3.0, size=(12, 12, C))
+        y[:, :6] *= 0.02  # flat left half
+        latents.append(y.astype(np.float32))
+    choice = fit_choice(tables, gains, latents)
+    quiet, busy = choice[0, 9], choice[0, NUM_CONTEXTS - 1]  # pass 3: zero neighbours vs the busiest ones
+    assert (quiet <= busy).all() and (quiet < busy).mean() > 0.5
+    fitted = EntropyTables(tables.q_min, tables.sizes, tables.counts, np.repeat(choice[:1], tables.num_positions, 0))
+    q = np.rint(latents[0]).astype(np.int64)
+    a, b = encode_symbols(q, tables, 0), encode_symbols(q, fitted, 0)
+    assert len(b) < len(a)
+    assert np.array_equal(decode_symbols(b, q.shape, fitted, 0), q)

@@ -75,7 +75,7 @@ def test_bpp_and_ratio_targets(image, ladder):
     bpp = 8 * ladder[50][0] / (w * h)
     data = catcomp.compress(image, "other", target=Target.bpp(bpp))
     assert 8 * len(data) / (w * h) <= bpp and _index(data) >= 50
-    ratio = w * h * 3 / ladder[40][0]
+    ratio = w * h * 3 / (ladder[40][0] + 0.5)  # a limit of ladder[40] bytes and a half, whatever the float rounding
     data = catcomp.compress(image, "other", target=Target.ratio(ratio))
     assert w * h * 3 / len(data) >= ratio and _index(data) >= 40
     with pytest.raises(catcomp.CatcompError):

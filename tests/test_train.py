@@ -114,7 +114,18 @@ def test_cli_fine_tunes_one_category(tmp_path, tiny_models, monkeypatch):
     assert card["category"] == "flower" and card["training"]["categories"] == ["flower"]
     assert card["training"]["train_sources"] == 2 and card["training"]["init"].endswith("general")
     assert (models / "general" / "card.json").read_text() == before  # the other models are untouched
+    assert card["tables"]["fitted_on_images"] == 2  # the context choice was fitted on the flower images
     assert catcomp.compress(Image.fromarray(photo(40, 30)), category="flower")[:4] == b"\x89CCZ"
+
+    # --tables-only refits the general model's tables on the data; its weights stay as they are.
+    weights = (models / "general" / "model.weights.h5").read_bytes()
+    r = CliRunner().invoke(main, ["train", "general", "--data", str(data), "--tables-only", "--crop", "32"])
+    assert r.exit_code == 0, r.output
+    card = json.loads((models / "general" / "card.json").read_text())
+    assert card["tables"]["fitted_on_images"] == 4 and card["checksum"] != json.loads(before)["checksum"]
+    assert (models / "general" / "model.weights.h5").read_bytes() == weights
+    img = photo(48, 32)
+    assert np.asarray(catcomp.decompress(catcomp.compress(Image.fromarray(img), category="other"))).shape == img.shape
     r = CliRunner().invoke(main, ["train", "flower", "--data", str(data), "--init", str(tmp_path / "nothing")])
     assert r.exit_code == 2 and "no model.weights.h5" in r.output
 
