@@ -133,7 +133,7 @@ def main(argv=None):
             print(f"{category:>10} {name:>24}: " + "  ".join(f"{k}={v:.2f}" for k, v in s.items() if v is not None and not np.isnan(v)))
         for k in ("category_vs_general", "adversarial_effect"):
             if k in r:
-                print(f"{category:>10} {k}: " + "  ".join(f"{n}={v:.3f}" for n, v in r[k].items()))
+                print(f"{category:>10} {k}: " + "  ".join(f"{n}={v:.3f}" if isinstance(v, float) else f"{n}: {v}" for n, v in r[k].items()))
     print(f"wrote {a.out}")
 
 
