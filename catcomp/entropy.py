@@ -228,6 +228,8 @@ def grid_gains(gains: np.ndarray) -> np.ndarray:
     """The (K, C) table gains for knob gains (J, C)."""
     lo, hi = gains.min(0), gains.max(0)
     K = int(np.ceil(np.log2(hi / lo).max() * GRID_PER_OCTAVE)) + (GRID_BELOW + GRID_ABOVE) * GRID_PER_OCTAVE + 1
+    if K > 256:  # the choice is stored as uint8
+        raise ValueError(f"knob gains span {np.log2(hi / lo).max():.1f} octaves: too wide for a table grid of 256 rows")
     return lo[None] * 2.0 ** ((np.arange(K)[:, None] - GRID_BELOW * GRID_PER_OCTAVE) / GRID_PER_OCTAVE)
 
 
