@@ -397,8 +397,10 @@ def _decode_words(words, esc, shape, tables, j):
     flat = q.reshape(-1, C)  # a view: decoded values land in q
     esc = np.asarray(esc, dtype=np.int64)
     used = 0
-    for positions, channels in _passes(h, w, C):
-        ctx = context_ids(q)
+    ctx = np.zeros((h * w, C), dtype=np.int64)  # pass 1 is all context 0
+    for i, (positions, channels) in enumerate(_passes(h, w, C)):
+        if i:  # contexts from the passes decoded so far
+            ctx = context_ids(q)
         for c in channels:
             for x, pos in _chunks(ctx, positions, c):
                 k = int(tables.choice[j, x, c])

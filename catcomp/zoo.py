@@ -135,9 +135,10 @@ def write_card(model_dir: Path, card: dict):
     write_bytes_atomic(Path(model_dir) / CARD, (json.dumps(card, indent=2) + "\n").encode())
 
 
-def _verified(d: Path, files) -> dict:
+def _verified(d: Path, files=None) -> dict:
+    """The card of ``d``, once ``files`` (default: all it lists) match their SHA-256s."""
     card = read_card(d)
-    for fname in files:
+    for fname in card.get("files", {}) if files is None else files:
         if not (d / fname).is_file():
             raise ModelError(f"missing model file {fname}", d)
         if sha256(d / fname) != card.get("files", {}).get(fname):
@@ -156,7 +157,7 @@ def load_weights(model_dir) -> CompressionModel:
 @functools.lru_cache(maxsize=8)
 def _load(model_dir: str, checksum: str) -> LoadedModel:
     d = Path(model_dir)
-    card = _verified(d, read_card(d).get("files", {}))
+    card = _verified(d)
     model = CompressionModel(ModelConfig.from_dict(card["config"]))
     try:
         model.load_weights(d / WEIGHTS)
