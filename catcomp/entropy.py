@@ -209,12 +209,19 @@ def context_ids(q: np.ndarray) -> np.ndarray:
     return ctx.reshape(h * w, C)
 
 
-def _chunks(ctx: np.ndarray, positions: np.ndarray, c: int):
-    """Within a pass and channel: (context, flat positions in scan order) per context."""
-    col = ctx[positions, c]
-    order = np.argsort(col, kind="stable")
-    keys, first = np.unique(col[order], return_index=True)
-    return zip(keys.tolist(), np.split(positions[order], first[1:]))
+def _groups(ctx: np.ndarray, positions: np.ndarray, channels: range, tables: "EntropyTables", j: int):
+    """A pass's values in coding order: by channel, then context, then scan order.
+
+    Returns flat positions, channels, grid rows and the bounds of the runs that
+    share one (channel, context), each coded with one constriction call."""
+    cs = np.asarray(channels)
+    key = (cs[:, None] * NUM_CONTEXTS + ctx[positions][:, cs].T).ravel()
+    order = np.argsort(key, kind="stable")
+    key = key[order]
+    ch = key // NUM_CONTEXTS
+    rows = tables.choice[j, key % NUM_CONTEXTS, ch].astype(np.int64)
+    bounds = np.concatenate([[0], np.flatnonzero(np.diff(key)) + 1, [key.size]]) if key.size else np.zeros(1, int)
+    return np.tile(positions, len(cs))[order], ch, rows, bounds
 
 
 # --- building the tables --------------------------------------------------------
@@ -349,22 +356,20 @@ def encode_symbols(q: np.ndarray, tables: EntropyTables, j: int) -> bytes:
     h, w, C = q.shape
     ctx = context_ids(q)
     flat = np.asarray(q).reshape(-1, C)
-    escapes, n_esc, chunks = bytearray(), 0, []
+    escapes, n_esc, runs = bytearray(), 0, []
     for positions, channels in _passes(h, w, C):
-        for c in channels:
-            for x, pos in _chunks(ctx, positions, c):
-                k = int(tables.choice[j, x, c])
-                lo, n = int(tables.q_min[k, c]), int(tables.sizes[k, c])
-                v = flat[pos, c]
-                sym = v - lo + 1
-                below, above = sym < 1, sym > n - 2
-                for e in np.where(below, lo - 1 - v, np.where(above, v - (lo + n - 2), -1)):
-                    if e >= 0:
-                        _write_uvarint(escapes, int(e))
-                n_esc += int(below.sum() + above.sum())
-                chunks.append((np.where(below, 0, np.where(above, n - 1, sym)).astype(np.int32), k, c))
+        pos, ch, rows, bounds = _groups(ctx, positions, channels, tables, j)
+        v = flat[pos, ch].astype(np.int64)
+        lo, n = tables.q_min[rows, ch], tables.sizes[rows, ch]
+        sym = v - lo + 1
+        below, above = sym < 1, sym > n - 2
+        for e in np.where(below, lo - 1 - v, v - (lo + n - 2))[below | above]:
+            _write_uvarint(escapes, int(e))
+        n_esc += int(below.sum() + above.sum())
+        sym = np.where(below, 0, np.where(above, n - 1, sym)).astype(np.int32)
+        runs += [(sym[s:e], rows[s], ch[s]) for s, e in zip(bounds[:-1], bounds[1:])]
     coder = constriction.stream.stack.AnsCoder()
-    for sym, k, c in reversed(chunks):  # a stack: the decoder reads the chunks in order
+    for sym, k, c in reversed(runs):  # a stack: the decoder reads the runs in order
         coder.encode_reverse(sym, tables.model(k, c))
     out = bytearray()
     _write_uvarint(out, n_esc)
@@ -401,19 +406,18 @@ def _decode_words(words, esc, shape, tables, j):
     for i, (positions, channels) in enumerate(_passes(h, w, C)):
         if i:  # contexts from the passes decoded so far
             ctx = context_ids(q)
-        for c in channels:
-            for x, pos in _chunks(ctx, positions, c):
-                k = int(tables.choice[j, x, c])
-                lo, n = int(tables.q_min[k, c]), int(tables.sizes[k, c])
-                sym = coder.decode(tables.model(k, c), len(pos)).astype(np.int64)
-                vals = sym + lo - 1
-                out = np.flatnonzero((sym == 0) | (sym == n - 1))
-                if used + len(out) > len(esc):
-                    raise FormatError("entropy payload: escape values missing")
-                e = esc[used : used + len(out)]
-                vals[out] = np.where(sym[out] == 0, lo - 1 - e, lo + n - 2 + e)
-                used += len(out)
-                flat[pos, c] = vals
+        pos, ch, rows, bounds = _groups(ctx, positions, channels, tables, j)
+        runs = [coder.decode(tables.model(rows[s], ch[s]), int(e - s)) for s, e in zip(bounds[:-1], bounds[1:])]
+        sym = np.concatenate(runs).astype(np.int64) if runs else np.zeros(0, np.int64)
+        lo, n = tables.q_min[rows, ch], tables.sizes[rows, ch]
+        vals = sym + lo - 1
+        out = np.flatnonzero((sym == 0) | (sym == n - 1))
+        if used + len(out) > len(esc):
+            raise FormatError("entropy payload: escape values missing")
+        e = esc[used : used + len(out)]
+        vals[out] = np.where(sym[out] == 0, lo[out] - 1 - e, lo[out] + n[out] - 2 + e)
+        used += len(out)
+        flat[pos, ch] = vals
     if used != len(esc) or not coder.is_empty():
         raise FormatError("entropy payload: stream does not end where the latent does")
     return q
