@@ -178,6 +178,8 @@ def level_index(level: float, num_levels: int) -> int:
 _ACTIVITY = np.array([0.05, 0.1, 0.2, 0.35, 0.6, 1.0, 1.8])  # mean |q| per value read
 _NEIGHBOURS = np.array([1, 3, 8])  # sum of |q| over the 4 neighbours
 NUM_CONTEXTS = 1 + 8 + 4 * 8
+#: Values coded per vectorized block (bounds the encoder's and decoder's work arrays).
+BLOCK = 1 << 20
 
 
 def _anchor(h: int, w: int) -> np.ndarray:
@@ -185,24 +187,32 @@ def _anchor(h: int, w: int) -> np.ndarray:
 
 
 def _passes(h: int, w: int, C: int):
-    """(flat positions, channel range) of the three passes, in coding order."""
+    """(pass index, flat positions, channel range) in coding order.
+
+    A pass's channels come in consecutive blocks of at most about BLOCK values, so
+    that coding a very large latent never holds per-value work arrays for a whole pass."""
     a = _anchor(h, w).ravel()
-    return [(np.flatnonzero(a), range(C // 2)), (np.flatnonzero(a), range(C // 2, C)), (np.flatnonzero(~a), range(C))]
+    out = []
+    for i, (positions, channels) in enumerate([(np.flatnonzero(a), range(C // 2)), (np.flatnonzero(a), range(C // 2, C)), (np.flatnonzero(~a), range(C))]):
+        step = max(1, BLOCK // max(len(positions), 1))
+        out += [(i, positions, channels[k : k + step]) for k in range(0, len(channels), step)]
+    return out
 
 
 def context_ids(q: np.ndarray) -> np.ndarray:
-    """The context of every value of latent ``q`` (h, w, C), shape (h * w, C).
+    """The context of every value of latent ``q`` (h, w, C), shape (h * w, C), int8.
 
     Only anchor values are read (only first-half channels for pass 2), so on a
     partly decoded latent it already gives the contexts of the next pass."""
     h, w, C = q.shape
     half, anchor = C // 2, _anchor(h, w)
-    a = np.where(anchor[..., None], np.abs(q), 0).astype(np.int64)
+    # |q| capped at 2**16 (far above every threshold): the sums fit int32 whatever the values.
+    a = np.where(anchor[..., None], np.minimum(np.abs(q), 1 << 16), 0).astype(np.int32)
     p = np.pad(a, ((1, 1), (1, 1), (0, 0)))
     n4 = p[:-2, 1:-1] + p[2:, 1:-1] + p[1:-1, :-2] + p[1:-1, 2:]
     s = np.pad(a[..., :half].sum(-1), 1)
     s5 = s[1:-1, 1:-1] + s[:-2, :-2] + s[:-2, 2:] + s[2:, :-2] + s[2:, 2:]
-    ctx = 9 + 8 * np.searchsorted(_NEIGHBOURS, n4, side="right")
+    ctx = (9 + 8 * np.searchsorted(_NEIGHBOURS, n4, side="right")).astype(np.int8)  # < NUM_CONTEXTS
     ctx += np.searchsorted(_ACTIVITY * (4 * C), n4.sum(-1), side="right")[..., None]
     ctx[anchor, half:] = 1 + np.searchsorted(_ACTIVITY * (5 * half), s5[anchor], side="right")[:, None]
     ctx[anchor, :half] = 0
@@ -215,7 +225,7 @@ def _groups(ctx: np.ndarray, positions: np.ndarray, channels: range, tables: "En
     Returns flat positions, channels, grid rows and the bounds of the runs that
     share one (channel, context), each coded with one constriction call."""
     cs = np.asarray(channels)
-    key = (cs[:, None] * NUM_CONTEXTS + ctx[positions][:, cs].T).ravel()
+    key = (cs[:, None] * NUM_CONTEXTS + ctx[np.ix_(positions, cs)].T).ravel()
     order = np.argsort(key, kind="stable")
     key = key[order]
     ch = key // NUM_CONTEXTS
@@ -312,7 +322,7 @@ def fit_choice(tables: EntropyTables, gains: np.ndarray, latents, prior: float =
         hist = np.zeros(NUM_CONTEXTS * C * V, dtype=np.float64)
         for y in latents:
             q = np.clip(np.rint(y * gains[j]), -radius, radius).astype(np.int64)
-            idx = (context_ids(q) * C + np.arange(C)) * V + q.reshape(-1, C) + radius
+            idx = (context_ids(q).astype(np.int64) * C + np.arange(C)) * V + q.reshape(-1, C) + radius
             hist += np.bincount(idx.ravel(), minlength=hist.size)
         hist = hist.reshape(NUM_CONTEXTS, C, V)
         overall = hist.sum(0, keepdims=True)
@@ -357,7 +367,7 @@ def encode_symbols(q: np.ndarray, tables: EntropyTables, j: int) -> bytes:
     ctx = context_ids(q)
     flat = np.asarray(q).reshape(-1, C)
     escapes, n_esc, runs = bytearray(), 0, []
-    for positions, channels in _passes(h, w, C):
+    for _, positions, channels in _passes(h, w, C):
         pos, ch, rows, bounds = _groups(ctx, positions, channels, tables, j)
         v = flat[pos, ch].astype(np.int64)
         lo, n = tables.q_min[rows, ch], tables.sizes[rows, ch]
@@ -402,10 +412,11 @@ def _decode_words(words, esc, shape, tables, j):
     flat = q.reshape(-1, C)  # a view: decoded values land in q
     esc = np.asarray(esc, dtype=np.int64)
     used = 0
-    ctx = np.zeros((h * w, C), dtype=np.int64)  # pass 1 is all context 0
-    for i, (positions, channels) in enumerate(_passes(h, w, C)):
-        if i:  # contexts from the passes decoded so far
-            ctx = context_ids(q)
+    ctx = np.zeros((h * w, C), dtype=np.int8)  # pass 1 is all context 0
+    done = 0
+    for i, positions, channels in _passes(h, w, C):
+        if i > done:  # a new pass: contexts from the passes decoded so far
+            ctx, done = context_ids(q), i
         pos, ch, rows, bounds = _groups(ctx, positions, channels, tables, j)
         runs = [coder.decode(tables.model(rows[s], ch[s]), int(e - s)) for s, e in zip(bounds[:-1], bounds[1:])]
         sym = np.concatenate(runs).astype(np.int64) if runs else np.zeros(0, np.int64)
