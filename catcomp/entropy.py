@@ -192,8 +192,9 @@ def _passes(h: int, w: int, C: int):
     A pass's channels come in consecutive blocks of at most about BLOCK values, so
     that coding a very large latent never holds per-value work arrays for a whole pass."""
     a = _anchor(h, w).ravel()
+    anchors, others = np.flatnonzero(a), np.flatnonzero(~a)
     out = []
-    for i, (positions, channels) in enumerate([(np.flatnonzero(a), range(C // 2)), (np.flatnonzero(a), range(C // 2, C)), (np.flatnonzero(~a), range(C))]):
+    for i, (positions, channels) in enumerate([(anchors, range(C // 2)), (anchors, range(C // 2, C)), (others, range(C))]):
         step = max(1, BLOCK // max(len(positions), 1))
         out += [(i, positions, channels[k : k + step]) for k in range(0, len(channels), step)]
     return out
