@@ -223,8 +223,9 @@ def context_ids(q: np.ndarray) -> np.ndarray:
 def _groups(ctx: np.ndarray, positions: np.ndarray, channels: range, tables: "EntropyTables", j: int):
     """A pass's values in coding order: by channel, then context, then scan order.
 
-    Returns flat positions, channels, grid rows and the bounds of the runs that
-    share one (channel, context), each coded with one constriction call."""
+    Returns flat positions, channels, grid rows, each value's table range (lowest
+    symbol, alphabet size) and the bounds of the runs that share one (channel,
+    context), each coded with one constriction call."""
     cs = np.asarray(channels)
     key = (cs[:, None] * NUM_CONTEXTS + ctx[np.ix_(positions, cs)].T).ravel()
     order = np.argsort(key, kind="stable")
@@ -232,7 +233,7 @@ def _groups(ctx: np.ndarray, positions: np.ndarray, channels: range, tables: "En
     ch = key // NUM_CONTEXTS
     rows = tables.choice[j, key % NUM_CONTEXTS, ch].astype(np.int64)
     bounds = np.concatenate([[0], np.flatnonzero(np.diff(key)) + 1, [key.size]]) if key.size else np.zeros(1, int)
-    return np.tile(positions, len(cs))[order], ch, rows, bounds
+    return np.tile(positions, len(cs))[order], ch, rows, tables.q_min[rows, ch], tables.sizes[rows, ch], bounds
 
 
 # --- building the tables --------------------------------------------------------
@@ -369,9 +370,8 @@ def encode_symbols(q: np.ndarray, tables: EntropyTables, j: int) -> bytes:
     flat = np.asarray(q).reshape(-1, C)
     escapes, n_esc, runs = bytearray(), 0, []
     for _, positions, channels in _passes(h, w, C):
-        pos, ch, rows, bounds = _groups(ctx, positions, channels, tables, j)
+        pos, ch, rows, lo, n, bounds = _groups(ctx, positions, channels, tables, j)
         v = flat[pos, ch].astype(np.int64)
-        lo, n = tables.q_min[rows, ch], tables.sizes[rows, ch]
         sym = v - lo + 1
         below, above = sym < 1, sym > n - 2
         for e in np.where(below, lo - 1 - v, v - (lo + n - 2))[below | above]:
@@ -418,10 +418,9 @@ def _decode_words(words, esc, shape, tables, j):
     for i, positions, channels in _passes(h, w, C):
         if i > done:  # a new pass: contexts from the passes decoded so far
             ctx, done = context_ids(q), i
-        pos, ch, rows, bounds = _groups(ctx, positions, channels, tables, j)
+        pos, ch, rows, lo, n, bounds = _groups(ctx, positions, channels, tables, j)
         runs = [coder.decode(tables.model(rows[s], ch[s]), int(e - s)) for s, e in zip(bounds[:-1], bounds[1:])]
         sym = np.concatenate(runs).astype(np.int64) if runs else np.zeros(0, np.int64)
-        lo, n = tables.q_min[rows, ch], tables.sizes[rows, ch]
         vals = sym + lo - 1
         out = np.flatnonzero((sym == 0) | (sym == n - 1))
         if used + len(out) > len(esc):
