@@ -199,8 +199,11 @@ def synthesize(q: np.ndarray, lm: LoadedModel, j: int, width: int, height: int) 
     """Decoded RGB uint8 pixels (cropped to ``width`` x ``height``) from symbols ``q``."""
     _, inv_g = lm.model.gains(np.array([j * LEVEL_STEP], dtype=np.float32))
     y_hat = (q * np.asarray(inv_g)[0]).astype(np.float32)
-    x_hat = _tiled(lm.model.synthesis, y_hat, 16, TILE // 16)
-    return np.clip(np.rint((x_hat + 0.5) * 255.0), 0, 255).astype(np.uint8)[:height, :width]
+
+    def to_pixels(t):  # each tile made uint8 on its own: a 24 MP image in float32 is 288 MB, and temporaries of it
+        return np.clip(np.rint((np.asarray(lm.model.synthesis(t)) + 0.5) * 255.0), 0, 255).astype(np.uint8)
+
+    return _tiled(to_pixels, y_hat, 16, TILE // 16)[:height, :width]
 
 
 def encode_image(img: PaddedImage, lm: LoadedModel, j: int, category: str) -> bytes:

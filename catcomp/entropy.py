@@ -182,8 +182,8 @@ NUM_CONTEXTS = 1 + 8 + 4 * 8
 BLOCK = 1 << 20
 
 
-def _anchor(h: int, w: int) -> np.ndarray:
-    return (np.arange(h)[:, None] + np.arange(w)[None, :]) % 2 == 0
+def _anchor(h: int, w: int, row0: int = 0) -> np.ndarray:
+    return (np.arange(row0, row0 + h)[:, None] + np.arange(w)[None, :]) % 2 == 0
 
 
 def _passes(h: int, w: int, C: int):
@@ -204,9 +204,25 @@ def context_ids(q: np.ndarray) -> np.ndarray:
     """The context of every value of latent ``q`` (h, w, C), shape (h * w, C), int8.
 
     Only anchor values are read (only first-half channels for pass 2), so on a
-    partly decoded latent it already gives the contexts of the next pass."""
+    partly decoded latent it already gives the contexts of the next pass. Worked
+    out in bands of rows of about BLOCK values, each with one row of its
+    neighbours on either side, so a very large latent needs no whole-latent
+    work arrays."""
     h, w, C = q.shape
-    half, anchor = C // 2, _anchor(h, w)
+    ctx = np.empty((h, w, C), dtype=np.int8)
+    rows = max(1, BLOCK // max(w * C, 1))
+    for r0 in range(0, h, rows):
+        r1 = min(h, r0 + rows)
+        lo = max(0, r0 - 1)
+        ctx[r0:r1] = _band_contexts(q[lo : min(h, r1 + 1)], lo)[r0 - lo : r1 - lo]
+    return ctx.reshape(h * w, C)
+
+
+def _band_contexts(q: np.ndarray, row0: int) -> np.ndarray:
+    """Contexts of rows ``row0``... of the latent, given as ``q``; its first and
+    last rows are right only where they are the latent's own edge."""
+    h, w, C = q.shape
+    half, anchor = C // 2, _anchor(h, w, row0)
     # |q| capped at 2**16 (far above every threshold): the sums fit int32 whatever the values.
     a = np.where(anchor[..., None], np.minimum(np.abs(q), 1 << 16), 0).astype(np.int32)
     p = np.pad(a, ((1, 1), (1, 1), (0, 0)))
@@ -217,7 +233,7 @@ def context_ids(q: np.ndarray) -> np.ndarray:
     ctx += np.searchsorted(_ACTIVITY * (4 * C), n4.sum(-1), side="right")[..., None]
     ctx[anchor, half:] = 1 + np.searchsorted(_ACTIVITY * (5 * half), s5[anchor], side="right")[:, None]
     ctx[anchor, :half] = 0
-    return ctx.reshape(h * w, C)
+    return ctx
 
 
 def _groups(ctx: np.ndarray, positions: np.ndarray, channels: range, tables: "EntropyTables", j: int):

@@ -40,14 +40,15 @@ def test_round_trip_including_escapes_far_outside_the_tables(tables):
 
 
 def test_coding_in_small_channel_blocks_writes_the_same_bytes(tables, monkeypatch):
-    """Large latents are coded a block of channels at a time; the blocks must not change the bitstream."""
+    """Large latents are coded a block of channels (and contexts a band of rows) at a time; the blocks must not change the bitstream."""
     from catcomp import entropy
 
     rng = np.random.default_rng(2)
     q = rng.integers(-6, 7, size=(9, 11, tables.q_min.shape[1]))
     q[3, 3, -1] = 50_000  # an escape inside the last block
-    whole = encode_symbols(q, tables, 60)
-    monkeypatch.setattr(entropy, "BLOCK", 7)  # blocks of one channel
+    whole, ctx = encode_symbols(q, tables, 60), context_ids(q)
+    monkeypatch.setattr(entropy, "BLOCK", 7)  # blocks of one channel, contexts a row at a time
+    assert np.array_equal(context_ids(q), ctx)
     assert len(entropy._passes(9, 11, q.shape[2])) == 2 * q.shape[2]
     assert encode_symbols(q, tables, 60) == whole
     assert np.array_equal(decode_symbols(whole, q.shape, tables, 60), q)
