@@ -3,8 +3,8 @@
 * Kodak (24 images) and a mixed folder of test-split images (``--per-category``
   of each category): images/s and MP/s with 1 and 2 workers, and the share of
   the time spent routing.
-* Peak memory (VmHWM of a fresh child process) over a folder of 1,000 images,
-  one of them 6000x4000.
+* Peak memory (VmHWM of a fresh child process) compressing a folder of 1,000
+  images, one of them 6000x4000, and decompressing the result.
 
 Writes ``docs/bench/folder.json``.
 
@@ -36,11 +36,12 @@ def peak_mb():
     # also count the parent's RSS, inherited through fork before the exec.)
     return round(int(re.search(r"VmHWM:\\s+(\\d+) kB", open("/proc/self/status").read()).group(1)) / 1024)
 
-from catcomp.folders import compress_files, summary
+from catcomp.folders import compress_files, decompress_files, summary
 from catcomp.router import load_router
 load_router()  # load the models before timing
+run = decompress_files if sys.argv[4] == "decompress" else compress_files
 t0 = time.perf_counter()
-res = compress_files([sys.argv[1]], sys.argv[2], workers=int(sys.argv[3]))
+res = run([sys.argv[1]], sys.argv[2], workers=int(sys.argv[3]))
 dt = time.perf_counter() - t0
 s = summary(res)
 px = sum(r.width * r.height for r in res if r.ok)
@@ -50,9 +51,11 @@ print(json.dumps({"seconds": round(dt, 2), "images": s["ok"], "failed": s["faile
 """
 
 
-def run_child(src, workers) -> dict:
-    with tempfile.TemporaryDirectory() as out:
-        p = subprocess.run([sys.executable, "-c", CHILD, str(src), out, str(workers)], capture_output=True, text=True)
+def run_child(src, workers, mode="compress", out=None) -> dict:
+    """Run ``mode`` over folder ``src`` in a fresh process; outputs go to ``out`` (a temporary folder if None)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        cmd = [sys.executable, "-c", CHILD, str(src), str(out or tmp), str(workers), mode]
+        p = subprocess.run(cmd, capture_output=True, text=True)
     if p.returncode != 0:
         raise SystemExit(p.stderr[-3000:])
     return json.loads(p.stdout.strip().splitlines()[-1])
@@ -120,8 +123,9 @@ def main(argv=None):
         print("routing", res["routing"], flush=True)
         if not a.skip_memory:
             memory_folder(tmp / "memory")
-            res["memory_1000_images_incl_6000x4000"] = run_child(tmp / "memory", 2)
-            print("memory", res["memory_1000_images_incl_6000x4000"], flush=True)
+            res["memory_1000_images_incl_6000x4000"] = run_child(tmp / "memory", 2, out=tmp / "ccz")
+            res["memory_decompress_them"] = run_child(tmp / "ccz", 2, "decompress")
+            print("memory", res["memory_1000_images_incl_6000x4000"], res["memory_decompress_them"], flush=True)
     res["command"] = "python bench/folder.py"
     write_json(a.out, res)
     print(f"wrote {a.out}")
