@@ -182,6 +182,11 @@ NUM_CONTEXTS = 1 + 8 + 4 * 8
 BLOCK = 1 << 20
 
 
+def _per_block(unit: int) -> int:
+    """How many units of ``unit`` values make one block (at least one)."""
+    return max(1, BLOCK // max(unit, 1))
+
+
 def _anchor(h: int, w: int, row0: int = 0) -> np.ndarray:
     return (np.arange(row0, row0 + h)[:, None] + np.arange(w)[None, :]) % 2 == 0
 
@@ -195,7 +200,7 @@ def _passes(h: int, w: int, C: int):
     anchors, others = np.flatnonzero(a), np.flatnonzero(~a)
     out = []
     for i, (positions, channels) in enumerate([(anchors, range(C // 2)), (anchors, range(C // 2, C)), (others, range(C))]):
-        step = max(1, BLOCK // max(len(positions), 1))
+        step = _per_block(len(positions))
         out += [(i, positions, channels[k : k + step]) for k in range(0, len(channels), step)]
     return out
 
@@ -210,7 +215,7 @@ def context_ids(q: np.ndarray) -> np.ndarray:
     work arrays."""
     h, w, C = q.shape
     ctx = np.empty((h, w, C), dtype=np.int8)
-    rows = max(1, BLOCK // max(w * C, 1))
+    rows = _per_block(w * C)
     for r0 in range(0, h, rows):
         r1 = min(h, r0 + rows)
         lo = max(0, r0 - 1)
