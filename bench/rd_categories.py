@@ -115,8 +115,8 @@ def main(argv=None):
     for category in a.categories.split(","):
         t0 = time.time()
         result, own = evaluate(category, levels, [c for c in a.codecs.split(",") if c], a.limit)
-        old = report["categories"].get(category, {})
-        old_adv = old.get("adversarial_effect") if old.get("model_checksums", {}).get(category) == result["model_checksums"].get(category) else None
+        prev = report["categories"].get(category, {})
+        old_adv = prev.get("adversarial_effect") if prev.get("model_checksums", {}).get(category) == result["model_checksums"].get(category) else None
         if own and old_adv and "adversarial_effect" not in result:  # beta0 models live in training runs, not in git
             result["adversarial_effect"] = {**old_adv, "note": old_adv.get("note", "measured by an earlier run with the same weights; this run had no beta0 model")}
         report["categories"][category] = result
