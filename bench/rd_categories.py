@@ -32,12 +32,12 @@ from catcomp.zoo import load_model, update_card  # noqa: E402
 GOAL = {"psnr": 30.0, "ssim": 0.95}
 
 
-def test_images(category, limit=0):
+def test_images(category, limit=0, split="test"):
     from data_prep.sources import BadFile, open_source
 
     out = []
     for r in open_source(DATA):
-        if r.category == category and r.split == "test" and (not limit or len(out) < limit):
+        if r.category == category and r.split == split and (not limit or len(out) < limit):
             try:
                 out.append(r.load())
             except BadFile as e:
