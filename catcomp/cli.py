@@ -308,7 +308,8 @@ def compare_cmd(categories, data_dir, split, limit, output):
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), help="Model directory to write [default: <models>/CATEGORY].")
 @click.option("--steps", default=DEFAULT_RD_STEPS, show_default=True, help="Rate-distortion steps (phase 1).")
 @click.option("--gan-steps", default=DEFAULT_GAN_STEPS, show_default=True, help="Adversarial fine-tuning steps (phase 2; 0 = none).")
-@click.option("--beta", default=DEFAULT_BETA, show_default=True, help="Weight of the adversarial loss in phase 2.")
+@click.option("--beta", default=DEFAULT_BETA, show_default=True,
+              help="Weight of the adversarial loss in phase 2: higher gives sharper texture at lower PSNR (1.0 cost 0.26-0.41 dB in bench/adversarial.py).")
 @click.option("--lr", default=1e-4, show_default=True, help="Peak learning rate of phase 1 (use 3e-4 from scratch).")
 @click.option("--crop", default=128, show_default=True)
 @click.option("--batch", default=8, show_default=True)
