@@ -18,7 +18,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import RESULTS, model_codec, sweep, write_json  # noqa: E402
-from rd_categories import delta_at_equal_rate, test_images  # noqa: E402
+from rd_categories import delta_at_equal_rate, split_images  # noqa: E402
 
 from catcomp.metrics import hf_energy_ratio  # noqa: E402
 from catcomp.zoo import load_model  # noqa: E402
@@ -34,7 +34,7 @@ def main(argv=None):
     ap.add_argument("--levels", default="0,1,2,3,4")
     args = ap.parse_args(argv)
     levels = [float(v) for v in args.levels.split(",")]
-    images = test_images(args.category, args.limit, args.split)
+    images = split_images(args.category, args.limit, args.split)
     if not images:
         raise SystemExit(f"no {args.split} images for {args.category}")
     dirs = [args.beta0, *args.models]

@@ -32,7 +32,7 @@ from catcomp.zoo import load_model, update_card  # noqa: E402
 GOAL = {"psnr": 30.0, "ssim": 0.95}
 
 
-def test_images(category, limit=0, split="test"):
+def split_images(category, limit=0, split="test"):
     from data_prep.sources import BadFile, open_source
 
     out = []
@@ -62,7 +62,7 @@ def bd(rows_ref, rows, key="psnr"):
 
 
 def evaluate(category, levels, baselines, limit):
-    images = test_images(category, limit)
+    images = split_images(category, limit)
     if not images:
         raise SystemExit(f"no test images for {category} under {DATA}")
     own_dir = models_dir() / category
