@@ -21,7 +21,7 @@ from common import RESULTS, model_codec, sweep, write_json  # noqa: E402
 from rd_categories import delta_at_equal_rate, split_images  # noqa: E402
 
 from catcomp.metrics import hf_energy_ratio  # noqa: E402
-from catcomp.zoo import load_model  # noqa: E402
+from catcomp.zoo import read_card  # noqa: E402
 
 
 def main(argv=None):
@@ -41,7 +41,7 @@ def main(argv=None):
     curves = sweep(images, {d: model_codec(d, levels) for d in dirs}, extra={"hf_ratio": hf_energy_ratio})
     rows = []
     for d in dirs:
-        card = load_model(d).card
+        card = read_card(Path(d))
         r = {"model": d, "checksum": card["checksum"], "beta": card["training"].get("beta", 0.0),
              "gan_steps": card["training"].get("gan_steps", 0), "hf_ratio": float(np.mean([x["hf_ratio"] for x in curves[d]]))}
         if d != args.beta0:
