@@ -182,10 +182,15 @@ def evaluate(router: Router, x, y) -> dict:
             "confusion_matrix": cm.tolist(), "per_class": per}
 
 
-def train_router(data, out_dir, epochs=EPOCHS, size=SIZE, batch=32, width=32, label_smoothing=0.0, mixup=0.0, seed=0, log=print) -> dict:
+def train_router(data, out_dir, epochs=EPOCHS, size=SIZE, batch=32, width=32, label_smoothing=0.0, mixup=0.0, seed=0,
+                 refit_threshold=None, log=print) -> dict:
     """Train on ``train``, keep the best epoch and calibrate the threshold on ``val``,
     report on ``test``; write ``out_dir`` (weights + card). ``mixup`` > 0 trains on
-    MixUp pairs (Zhang et al. 2018) with mixing weights drawn from Beta(mixup, mixup)."""
+    MixUp pairs (Zhang et al. 2018) with mixing weights drawn from Beta(mixup, mixup).
+
+    ``refit_threshold`` (the threshold a train-only run of the same recipe calibrated
+    on ``val``) instead trains on ``train`` + ``val`` for all ``epochs``, keeps the
+    last epoch and that threshold; the card then reports ``test`` only."""
     import keras
     import tensorflow as tf
 
@@ -193,6 +198,9 @@ def train_router(data, out_dir, epochs=EPOCHS, size=SIZE, batch=32, width=32, la
     t0 = time.time()
     splits = {s: load_split(data, s, size, log) for s in ("train", "val", "test")}
     (xt, yt), (xv, yv) = splits["train"], splits["val"]
+    refit = refit_threshold is not None
+    if refit:
+        xt, yt = np.concatenate([xt, xv]), np.concatenate([yt, yv])
     counts = np.bincount(yt, minlength=len(CATEGORIES))
     model = build_router(size, len(CATEGORIES), width)
     steps = epochs * int(np.ceil(len(yt) / batch))
@@ -211,15 +219,17 @@ def train_router(data, out_dir, epochs=EPOCHS, size=SIZE, batch=32, width=32, la
 
     ds = tf.data.Dataset.from_tensor_slices((xt.astype("float32"), onehot(yt))).shuffle(len(yt), seed=seed).batch(batch).map(mix)
     stop = keras.callbacks.EarlyStopping("val_categorical_accuracy", patience=epochs, restore_best_weights=True)
-    hist = model.fit(ds, epochs=epochs, validation_data=(xv.astype("float32"), onehot(yv)), shuffle=False, callbacks=[stop], verbose=2)
+    held_out = {} if refit else {"validation_data": (xv.astype("float32"), onehot(yv)), "callbacks": [stop]}
+    hist = model.fit(ds, epochs=epochs, shuffle=False, verbose=2, **held_out)
     router = Router(model, {"classes": CATEGORIES, "threshold": 0.0, "size": size})
-    router.threshold = calibrate_threshold(router.probabilities(xv), yv)
+    router.threshold = float(refit_threshold) if refit else calibrate_threshold(router.probabilities(xv), yv)
     card = {
         "name": "router", "classes": list(CATEGORIES), "size": size, "width": width, "threshold": round(router.threshold, 4),
         "threshold_note": "calibrated on val: routes with a lower top probability go to `other` (the general model)",
-        "training": {"data": str(data), "epochs": epochs, "best_epoch": int(np.argmax(hist.history["val_categorical_accuracy"])) + 1,
+        "training": {"data": str(data), "fit_splits": ["train", "val"] if refit else ["train"], "epochs": epochs,
+                     "best_epoch": epochs if refit else int(np.argmax(hist.history["val_categorical_accuracy"])) + 1,
                      "batch": batch, "label_smoothing": label_smoothing, "mixup": mixup, "seconds": round(time.time() - t0), "split_sizes": {s: int(len(v[1])) for s, v in splits.items()}},
-        "val": evaluate(router, xv, yv),
+        "val": None if refit else evaluate(router, xv, yv),  # a refit router has trained on val
         "test": evaluate(router, *splits["test"]),
     }
     return save_router(model, out_dir, card)
@@ -236,8 +246,12 @@ def main(argv=None):
     p.add_argument("--width", type=int, default=32, help="channels of the first convolution (doubling per stage)")
     p.add_argument("--label-smoothing", type=float, default=0.0)
     p.add_argument("--mixup", type=float, default=0.0, help="MixUp Beta parameter (0: off; 0.2-0.4 typical)")
+    p.add_argument("--refit-threshold", type=float, metavar="T",
+                   help="train on train+val for all --epochs and keep the last epoch, with threshold T (both found "
+                        "on val by an earlier train-only run of the same recipe)")
     a = p.parse_args(argv)
-    card = train_router(a.data, a.out, a.epochs, a.size, width=a.width, label_smoothing=a.label_smoothing, mixup=a.mixup)
+    card = train_router(a.data, a.out, a.epochs, a.size, width=a.width, label_smoothing=a.label_smoothing, mixup=a.mixup,
+                        refit_threshold=a.refit_threshold)
     print(json.dumps({k: card[k] for k in ("threshold", "val", "test")}, indent=1))
 
 

@@ -69,6 +69,15 @@ def test_tiny_router_learns_and_its_card_reports_test(tiny_router):
     assert (card["training"]["mixup"], card["training"]["label_smoothing"]) == (0.2, 0.05)
 
 
+def test_refit_router_trains_on_val_and_keeps_the_given_threshold(tiny_router, tmp_path):
+    _, _, data = tiny_router
+    card = train_router(data, tmp_path / "router", epochs=10, size=32, batch=16, width=8, refit_threshold=0.3, log=lambda *a: None)
+    assert card["training"]["fit_splits"] == ["train", "val"] and card["training"]["best_epoch"] == 10
+    assert card["threshold"] == 0.3 and card["val"] is None  # val was trained on, so it is not reported
+    assert card["test"]["images"] == 24 and card["test"]["accuracy"] >= 0.8
+    assert load_router(tmp_path / "router").threshold == 0.3
+
+
 def test_route_command_and_routed_compression(tiny_router, tiny_models, tmp_path, monkeypatch):
     import shutil
 
