@@ -218,8 +218,8 @@ def train_router(data, out_dir, epochs=EPOCHS, size=SIZE, batch=32, width=32, la
         return x, y, tf.linalg.matvec(y, class_weight)
 
     ds = tf.data.Dataset.from_tensor_slices((xt.astype("float32"), onehot(yt))).shuffle(len(yt), seed=seed).batch(batch).map(mix)
-    stop = keras.callbacks.EarlyStopping("val_categorical_accuracy", patience=epochs, restore_best_weights=True)
-    held_out = {} if refit else {"validation_data": (xv.astype("float32"), onehot(yv)), "callbacks": [stop]}
+    held_out = {} if refit else {"validation_data": (xv.astype("float32"), onehot(yv)), "callbacks": [
+        keras.callbacks.EarlyStopping("val_categorical_accuracy", patience=epochs, restore_best_weights=True)]}
     hist = model.fit(ds, epochs=epochs, shuffle=False, verbose=2, **held_out)
     router = Router(model, {"classes": CATEGORIES, "threshold": 0.0, "size": size})
     router.threshold = float(refit_threshold) if refit else calibrate_threshold(router.probabilities(xv), yv)
