@@ -169,7 +169,8 @@ def make_strategy(kind="auto"):
 
 
 def load_pool(arrays, crop, half_res_above=384):
-    """Keep images with a side of at least ``crop``; add a half-size copy of large ones.
+    """Keep images with a side of at least ``crop``; add a half-size copy of large ones
+    (those whose half still holds a crop).
 
     Downscaled copies are cleaner (fewer JPEG artefacts, more detail per
     pixel), the usual trick for learned-compression training sets.
@@ -180,7 +181,7 @@ def load_pool(arrays, crop, half_res_above=384):
     for rgb in arrays:
         if min(rgb.shape[:2]) >= crop:
             pool.append(rgb)
-        if min(rgb.shape[:2]) >= half_res_above:
+        if min(rgb.shape[:2]) >= max(half_res_above, 2 * crop):
             pool.append(downscale(rgb, factor=2)[0])
     if not pool:
         raise ValueError(f"no usable training images (need a side of at least {crop} px)")

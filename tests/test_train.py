@@ -149,3 +149,17 @@ def test_mirrored_strategy_on_two_logical_cpus(tmp_path):
     t = json.loads(p.stdout.strip().splitlines()[-1])
     assert t["replicas"] == 2 and t["rd_steps"] == 4
     assert json.loads((tmp_path / "out" / "checkpoint" / "gan" / "state.json").read_text())["step"] == 2
+
+
+def test_training_pool_crops_fit_every_image():
+    """Half-size copies are only kept when a crop still fits in them (a 400 px image
+    halved to 200 px cannot feed 256 px crops), so the crop stream never fails."""
+    from catcomp.train import crop_dataset, load_pool
+
+    rng = np.random.default_rng(0)
+    arrays = [rng.integers(0, 256, (h, w, 3), dtype=np.uint8) for h, w in [(400, 500), (600, 520), (200, 900)]]
+    pool = load_pool(arrays, crop=256)
+    assert sorted(p.shape[:2] for p in pool) == [(300, 260), (400, 500), (600, 520)]
+    assert [p.shape[:2] for p in load_pool(arrays, crop=128)].count((200, 250)) == 1
+    batch = next(iter(crop_dataset(pool, crop=256, batch=4)))
+    assert batch.shape == (4, 256, 256, 3)
