@@ -1,13 +1,18 @@
 """The router: a small Keras CNN that sorts images into the six categories.
 
 It sees a fixed-size view of the whole image (``SIZE`` x ``SIZE``, aspect
-ignored) and outputs softmax probabilities over :data:`CATEGORIES`. A
+ignored) and outputs softmax probabilities over :data:`CATEGORIES`. An
+optional second opinion, the *codec head*, reads texture statistics of the
+general compression model's analysis transform (trained on 120k steps of
+photos, so a pretrained feature extractor that ships anyway) at larger views;
+the two probability vectors are mixed with the card's weight. A
 prediction whose probability is below the threshold calibrated on ``val``
 (stored in the card) goes to ``other``, i.e. the general model: a wrong
 category model costs more than the general one.
 
-``models/router/`` holds ``router.weights.h5`` and ``card.json`` (size,
-threshold, SHA-256 of the weights, confusion matrix on ``test``).
+``models/router/`` holds ``router.weights.h5``, ``codec_head.weights.h5`` and
+``card.json`` (sizes, threshold, mixing weight, the general model's checksum
+the head was trained on, SHA-256 of the weights, confusion matrix on ``test``).
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ from __future__ import annotations
 import functools
 import json
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,6 +33,12 @@ from .errors import ModelError
 SIZE = 64
 EPOCHS = 100  # the 40-epoch router peaked at its last epoch; at 100 the best was 69
 WEIGHTS = "router.weights.h5"
+HEAD_WEIGHTS = "codec_head.weights.h5"
+# The codec head's views. Adding a 256 px view gained about a point on val and test,
+# but at 3.5x the head's cost it pushed routing past 10% of a folder's compression time.
+HEAD_VIEWS = (128,)
+HEAD_EPOCHS = 40
+HEAD_WEIGHT = 0.5  # share of the codec head in the mixed probabilities
 
 
 @dataclass
@@ -68,18 +80,44 @@ def build_router(size=SIZE, classes=len(CATEGORIES), width=32):
     return keras.Model(inp, out, name="router")
 
 
-class Router:
-    def __init__(self, model, card: dict):
-        import tensorflow as tf
+def _compiled(model):
+    """``model`` as a traced inference function of a numpy batch (``None`` stays ``None``)."""
+    import tensorflow as tf
 
-        self.model, self.card = model, card
-        self._predict = model and tf.function(lambda x: model(x, training=False), reduce_retracing=True)
+    if model is None:
+        return None
+    fn = tf.function(lambda x: model(x, training=False), reduce_retracing=True)
+    return lambda x: fn(np.asarray(x, dtype=np.float32))
+
+
+class Router:
+    """The CNN, optionally with the codec head (``head``, reading ``features``)."""
+
+    def __init__(self, model, card: dict, head=None, features=None):
+        self.model, self.card, self.head = model, card, head
+        self._predict, self._head, self._features = map(_compiled, (model, head, features))
         self.classes = tuple(card["classes"])
         self.threshold = float(card["threshold"])
         self.size = int(card["size"])
+        self.head_views = tuple(card["codec_head"]["views"]) if head else ()
+        self.weight = float(card["codec_head"]["weight"]) if head else 0.0
 
-    def probabilities(self, thumbs: np.ndarray) -> np.ndarray:
-        return np.asarray(self._predict(np.asarray(thumbs, dtype=np.float32)))
+    @property
+    def sizes(self) -> tuple:
+        return tuple(dict.fromkeys((self.size, *self.head_views)))
+
+    def views(self, images) -> dict:
+        """{size: stacked thumbnails} of ``images`` for every view the router reads."""
+        return {s: np.stack([thumbnail(im, s) for im in images]) for s in self.sizes}
+
+    def head_probabilities(self, views: dict) -> np.ndarray:
+        return np.asarray(self._head(np.concatenate([self._features(views[s]) for s in self.head_views], -1)))
+
+    def probabilities(self, views) -> np.ndarray:
+        """Class probabilities from :meth:`views` (or the CNN's thumbnails alone, without a head)."""
+        views = views if isinstance(views, dict) else {self.size: views}
+        p = np.asarray(self._predict(views[self.size]))
+        return p if self.head is None else (1 - self.weight) * p + self.weight * self.head_probabilities(views)
 
     def decide(self, probs: np.ndarray) -> list[Route]:
         out = []
@@ -90,35 +128,81 @@ class Router:
         return out
 
     def route(self, images) -> list[Route]:
-        return self.decide(self.probabilities(np.stack([thumbnail(im, self.size) for im in images])))
+        return self.decide(self.probabilities(self.views(images)))
 
 
-def save_router(model, out_dir: Path, card: dict) -> dict:
+def codec_features(analysis):
+    """0..255 images (B, H, W, 3) -> texture statistics (B, 2 x channels of the taps):
+    log mean |activation| and log standard deviation of every channel after each
+    GDN of a codec's analysis transform and of its latent."""
+    import keras
+    from keras import ops
+
+    inp = keras.Input((None, None, 3))
+    h, feats = inp / 255.0 - 0.5, []
+    for layer in analysis.layers:
+        h = layer(h)
+        if layer.name.startswith("gdn") or layer is analysis.layers[-1]:
+            t = ops.cast(h, "float32")
+            feats += [ops.log(ops.mean(ops.abs(t), (1, 2)) + 1e-4), ops.log(ops.std(t, (1, 2)) + 1e-4)]
+    return keras.Model(inp, ops.concatenate(feats, -1), name="codec_features")
+
+
+def build_head(features: int, classes=len(CATEGORIES)):
+    """Standardised features -> dropout -> softmax: a linear classifier."""
+    import keras
+    from keras import layers
+
+    inp = keras.Input((features,))
+    h = layers.Dropout(0.3)(layers.Normalization()(inp))
+    out = layers.Dense(classes, activation="softmax", kernel_regularizer=keras.regularizers.l2(1e-3), dtype="float32")(h)
+    return keras.Model(inp, out, name="codec_head")
+
+
+def save_router(models: dict, out_dir: Path, card: dict) -> dict:
+    """Write ``{file name: keras model}`` atomically and the card with every file's SHA-256."""
     from .atomic import save_weights_atomic
     from .zoo import sha256, write_card
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    save_weights_atomic(model, out_dir / WEIGHTS)
-    card = {**card, "files": {WEIGHTS: sha256(out_dir / WEIGHTS)}}
+    for name, model in models.items():
+        save_weights_atomic(model, out_dir / name)
+    card = {**card, "files": {name: sha256(out_dir / name) for name in card.get("files", {}) | models}}
     write_card(out_dir, card)
     return card
 
 
+def _weights(d: Path, card: dict, name: str, model):
+    from .zoo import sha256
+
+    if sha256(d / name) != card.get("files", {}).get(name):
+        raise ModelError(f"{name} does not match the SHA-256 in its card (corrupt or replaced)", d)
+    try:
+        model.load_weights(d / name)
+    except Exception as e:  # h5py errors on damaged files
+        raise ModelError(f"cannot load {name}: {e}", d) from None
+    return model
+
+
 @functools.lru_cache(maxsize=2)
-def _load(directory: str, stamp: tuple) -> Router:
-    from .zoo import read_card, sha256
+def _load(directory: str, stamp: tuple, head=True) -> Router:
+    from .zoo import load_model, read_card
 
     d = Path(directory)
     card = read_card(d)
-    if sha256(d / WEIGHTS) != card.get("files", {}).get(WEIGHTS):
-        raise ModelError(f"{WEIGHTS} does not match the SHA-256 in its card (corrupt or replaced)", d)
-    model = build_router(int(card["size"]), len(card["classes"]), int(card.get("width", 32)))
-    try:
-        model.load_weights(d / WEIGHTS)
-    except Exception as e:  # h5py errors on damaged files
-        raise ModelError(f"cannot load router: {e}", d) from None
-    return Router(model, card)
+    model = _weights(d, card, WEIGHTS, build_router(int(card["size"]), len(card["classes"]), int(card.get("width", 32))))
+    ch = card.get("codec_head") if head else None
+    if not ch:
+        return Router(model, {k: v for k, v in card.items() if k != "codec_head"})
+    lm = load_model(ch["model"])
+    if lm.card.get("checksum") != ch["model_checksum"]:
+        warnings.warn(f"{d}: the router's codec head was trained on {ch['model']} model {ch['model_checksum']}, but "
+                      f"{lm.card.get('checksum')} is installed, so the CNN routes alone (retrain the head: "
+                      "python -m catcomp.router --data DATA --head-only)", stacklevel=2)
+        return Router(model, {**card, "threshold": ch["cnn_threshold"]})
+    head_model = _weights(d, card, HEAD_WEIGHTS, build_head(int(ch["features"]), len(card["classes"])))
+    return Router(model, card, head_model, codec_features(lm.model.analysis))
 
 
 def load_router(directory=None) -> Router | None:
@@ -126,8 +210,13 @@ def load_router(directory=None) -> Router | None:
     d = Path(directory) if directory else models_dir() / "router"
     if not (d / "card.json").is_file():
         return None
-    stamp = tuple((f.stat().st_mtime_ns, f.stat().st_size) if f.exists() else None for f in (d / "card.json", d / WEIGHTS))
-    return _load(str(d.resolve()), stamp)
+    return _load(str(d.resolve()), _stamp(d))
+
+
+def _stamp(d: Path) -> tuple:
+    """Changes whenever the router's files or the general model's card do (the cache key)."""
+    files = (d / "card.json", d / WEIGHTS, d / HEAD_WEIGHTS, models_dir() / "general" / "card.json")
+    return tuple((f.stat().st_mtime_ns, f.stat().st_size) if f.exists() else None for f in files)
 
 
 def route_image(im: Image.Image) -> Route:
@@ -138,22 +227,25 @@ def route_image(im: Image.Image) -> Route:
 # --- training and evaluation ----------------------------------------------------------
 
 
-def load_split(data, split, size=SIZE, log=print):
-    """Thumbnails and labels of one split of ``data`` (folders or MANIFEST.tsv)."""
+def load_split(data, split, sizes=(SIZE,), log=print):
+    """``({size: thumbnails}, labels)`` of one split of ``data`` (folders or MANIFEST.tsv)."""
     from data_prep.sources import BadFile, open_source
 
-    xs, ys = [], []
+    xs, ys = {s: [] for s in sizes}, []  # a size asked for twice is loaded once
     for r in open_source(data):
         if r.split != split or r.category not in CATEGORIES:
             continue
         try:
-            xs.append(thumbnail(Image.fromarray(r.load()), size))
-            ys.append(CATEGORIES.index(r.category))
+            im = Image.fromarray(r.load())
         except BadFile as e:
             log(f"skipped: {e}")
-    if not xs:
+            continue
+        for s, v in xs.items():
+            v.append(thumbnail(im, s))
+        ys.append(CATEGORIES.index(r.category))
+    if not ys:
         raise ValueError(f"no {split} images under {data}")
-    return np.stack(xs), np.array(ys)
+    return {s: np.stack(v) for s, v in xs.items()}, np.array(ys)
 
 
 def calibrate_threshold(probs, labels, other=CATEGORIES.index("other")) -> float:
@@ -196,8 +288,8 @@ def train_router(data, out_dir, epochs=EPOCHS, size=SIZE, batch=32, width=32, la
 
     keras.utils.set_random_seed(seed)
     t0 = time.time()
-    splits = {s: load_split(data, s, size, log) for s in ("train", "val", "test")}
-    (xt, yt), (xv, yv) = splits["train"], splits["val"]
+    splits = {s: load_split(data, s, (size,), log) for s in ("train", "val", "test")}
+    (xt, yt), (xv, yv) = ((v[size], y) for v, y in (splits["train"], splits["val"]))
     refit = refit_threshold is not None
     if refit:
         xt, yt = np.concatenate([xt, xv]), np.concatenate([yt, yv])
@@ -232,7 +324,49 @@ def train_router(data, out_dir, epochs=EPOCHS, size=SIZE, batch=32, width=32, la
         "val": None if refit else evaluate(router, xv, yv),  # a refit router has trained on val
         "test": evaluate(router, *splits["test"]),
     }
-    return save_router(model, out_dir, card)
+    return save_router({WEIGHTS: model}, out_dir, card)
+
+
+def train_codec_head(data, router_dir, views=HEAD_VIEWS, epochs=HEAD_EPOCHS, weight=HEAD_WEIGHT, seed=0, log=print) -> dict:
+    """Give the router in ``router_dir`` its codec head (or train it again): a linear
+    classifier on :func:`codec_features` of the installed general model at ``views``,
+    trained on ``train`` (each image also mirrored), mixed with the CNN at ``weight``;
+    the threshold is calibrated again on ``val``; the card reports ``val`` and
+    ``test`` for the mix and, under ``cnn_only``, for the CNN alone."""
+    import keras
+
+    from .zoo import load_model, read_card
+
+    keras.utils.set_random_seed(seed)
+    t0 = time.time()
+    d = Path(router_dir)
+    cnn = _load(str(d.resolve()), _stamp(d), head=False)
+    lm = load_model("general")
+    features = codec_features(lm.model.analysis)
+    splits = {s: load_split(data, s, (cnn.size, *views), log) for s in ("train", "val", "test")}
+
+    def feats(v, flip=False):
+        return np.concatenate([features.predict((v[s][:, :, ::-1] if flip else v[s]).astype("float32"), batch_size=32, verbose=0) for s in views], -1)
+
+    (vt, yt), (vv, yv) = splits["train"], splits["val"]
+    xt = np.concatenate([feats(vt), feats(vt, flip=True)])
+    head = build_head(xt.shape[-1], len(CATEGORIES))
+    head.get_layer(index=1).adapt(xt)
+    head.compile(keras.optimizers.Adam(1e-3), "sparse_categorical_crossentropy")
+    head.fit(xt, np.concatenate([yt, yt]), batch_size=64, epochs=epochs, verbose=0)
+    card = read_card(d)
+    card["codec_head"] = {
+        "model": "general", "model_checksum": lm.card["checksum"], "views": list(views), "features": int(xt.shape[-1]),
+        "weight": weight, "epochs": epochs, "cnn_threshold": cnn.threshold, "fit_splits": ["train"], "seconds": round(time.time() - t0),
+        "note": "linear classifier on log mean |activation| and log std of each channel after every GDN of the general "
+                "model's analysis transform and of its latent, at each view; its probabilities are mixed with the CNN's",
+    }
+    router = Router(cnn.model, card, head, features)
+    router.threshold = calibrate_threshold(router.probabilities(vv), yv)
+    card["threshold"] = round(router.threshold, 4)
+    card["cnn_only"] = {s: evaluate(cnn, {cnn.size: splits[s][0][cnn.size]}, splits[s][1])["accuracy"] for s in ("val", "test")}
+    card["val"], card["test"] = (evaluate(router, *splits[s]) for s in ("val", "test"))
+    return save_router({HEAD_WEIGHTS: head}, d, card)
 
 
 def main(argv=None):
@@ -249,10 +383,16 @@ def main(argv=None):
     p.add_argument("--refit-threshold", type=float, metavar="T",
                    help="train on train+val for all --epochs and keep the last epoch, with threshold T (both found "
                         "on val by an earlier train-only run of the same recipe)")
+    p.add_argument("--head-only", action="store_true", help="keep the CNN in --out and (re)train only its codec head")
+    p.add_argument("--no-head", action="store_true", help="train the CNN alone, without the codec head")
+    p.add_argument("--head-views", default=",".join(map(str, HEAD_VIEWS)), help="comma-separated view sizes of the codec head")
     a = p.parse_args(argv)
-    card = train_router(a.data, a.out, a.epochs, a.size, width=a.width, label_smoothing=a.label_smoothing, mixup=a.mixup,
-                        refit_threshold=a.refit_threshold)
-    print(json.dumps({k: card[k] for k in ("threshold", "val", "test")}, indent=1))
+    if not a.head_only:
+        card = train_router(a.data, a.out, a.epochs, a.size, width=a.width, label_smoothing=a.label_smoothing, mixup=a.mixup,
+                            refit_threshold=a.refit_threshold)
+    if not a.no_head:
+        card = train_codec_head(a.data, a.out, tuple(int(v) for v in a.head_views.split(",")))
+    print(json.dumps({k: card.get(k) for k in ("threshold", "cnn_only", "val", "test")}, indent=1))
 
 
 if __name__ == "__main__":

@@ -102,3 +102,45 @@ def test_route_command_and_routed_compression(tiny_router, tiny_models, tmp_path
     assert r.exit_code == 1 and "router.weights.h5" in r.output and "SHA-256" in r.output
     with pytest.raises(ModelError, match="router.weights.h5"):
         load_router()
+
+
+def test_codec_head_mixes_with_the_cnn_and_is_tied_to_the_general_model(tiny_router, tiny_models, tmp_path, monkeypatch):
+    import shutil
+
+    from catcomp.router import train_codec_head
+    from catcomp.zoo import load_model
+
+    out, _, data = tiny_router
+    models = tmp_path / "models"
+    shutil.copytree(tiny_models, models)
+    shutil.copytree(out, models / "router")
+    monkeypatch.setenv("CATCOMP_MODELS", str(models))
+    cnn_only = load_router()
+    card = train_codec_head(data, models / "router", views=(16, 32), epochs=30, log=lambda *a: None)
+    head = dict(card["codec_head"])
+    assert head["model_checksum"] == load_model("general").card["checksum"] and head["features"] == 2 * 2 * (3 * 8 + 8)  # two views, |mean| and std of 3 GDN taps and the latent
+    assert set(card["files"]) == {"router.weights.h5", "codec_head.weights.h5"}
+    assert card["test"]["accuracy"] >= 0.8 and set(card["cnn_only"]) == {"val", "test"}
+
+    router = load_router()
+    assert router.head is not None and router.sizes == (32, 16) and router is not cnn_only
+    images = [Image.open(data / c / "test" / "0.png") for c in CATEGORIES]
+    views = router.views(images)
+    mixed = router.probabilities(views)
+    assert np.allclose(mixed, 0.5 * cnn_only.probabilities(views[32]) + 0.5 * router.head_probabilities(views), atol=1e-5)
+    assert np.allclose(mixed.sum(1), 1, atol=1e-4)
+    assert [r.category for r in router.route(images)] == [r.category for r in router.decide(mixed)]
+
+    # a head trained on another general model is not used: the CNN routes alone, with its own threshold
+    card["codec_head"]["model_checksum"] = "0" * 16
+    (models / "router" / "card.json").write_text(json.dumps(card))
+    with pytest.warns(UserWarning, match="codec head was trained on general model 0000"):
+        stale = load_router()
+    assert stale.head is None and stale.threshold == head["cnn_threshold"]
+    assert np.allclose(stale.probabilities(views[32]), cnn_only.probabilities(views[32]))
+
+    card["codec_head"]["model_checksum"] = head["model_checksum"]
+    (models / "router" / "card.json").write_text(json.dumps(card))
+    (models / "router" / "codec_head.weights.h5").write_bytes(b"tampered")
+    with pytest.raises(ModelError, match="codec_head.weights.h5"):
+        load_router()
