@@ -78,14 +78,20 @@ def test_refit_router_trains_on_val_and_keeps_the_given_threshold(tiny_router, t
     assert load_router(tmp_path / "router").threshold == 0.3
 
 
-def test_route_command_and_routed_compression(tiny_router, tiny_models, tmp_path, monkeypatch):
+@pytest.fixture
+def installed_router(tiny_router, tiny_models, tmp_path, monkeypatch):
+    """A models/ folder (in use) with the tiny general model and the tiny router; its path and the router's data."""
     import shutil
 
-    out, card, data = tiny_router
     models = tmp_path / "models"
     shutil.copytree(tiny_models, models)
-    shutil.copytree(out, models / "router")
+    shutil.copytree(tiny_router[0], models / "router")
     monkeypatch.setenv("CATCOMP_MODELS", str(models))
+    return models, tiny_router[2]
+
+
+def test_route_command_and_routed_compression(installed_router, tmp_path):
+    models, data = installed_router
     files = [data / "flower" / "test" / "0.png", data / "anime" / "test" / "1.png"]
     r = CliRunner().invoke(main, ["route", "--json", *map(str, files)])
     assert r.exit_code == 0, r.output
@@ -104,17 +110,11 @@ def test_route_command_and_routed_compression(tiny_router, tiny_models, tmp_path
         load_router()
 
 
-def test_codec_head_mixes_with_the_cnn_and_is_tied_to_the_general_model(tiny_router, tiny_models, tmp_path, monkeypatch):
-    import shutil
-
+def test_codec_head_mixes_with_the_cnn_and_is_tied_to_the_general_model(installed_router):
     from catcomp.router import train_codec_head
     from catcomp.zoo import load_model
 
-    out, _, data = tiny_router
-    models = tmp_path / "models"
-    shutil.copytree(tiny_models, models)
-    shutil.copytree(out, models / "router")
-    monkeypatch.setenv("CATCOMP_MODELS", str(models))
+    models, data = installed_router
     cnn_only = load_router()
     card = train_codec_head(data, models / "router", views=(16, 32), epochs=30, log=lambda *a: None)
     head = dict(card["codec_head"])
