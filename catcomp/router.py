@@ -192,15 +192,17 @@ def _load(directory: str, stamp: tuple, head=True) -> Router:
     d = Path(directory)
     card = read_card(d)
     model = _weights(d, card, WEIGHTS, build_router(int(card["size"]), len(card["classes"]), int(card.get("width", 32))))
-    ch = card.get("codec_head") if head else None
-    if not ch:
-        return Router(model, {k: v for k, v in card.items() if k != "codec_head"})
+    ch = card.get("codec_head")
+    # the CNN alone uses the threshold calibrated for it before the head was added
+    cnn_card = {**{k: v for k, v in card.items() if k != "codec_head"}, "threshold": ch["cnn_threshold"]} if ch else card
+    if not (head and ch):
+        return Router(model, cnn_card)
     lm = load_model(ch["model"])
     if lm.card.get("checksum") != ch["model_checksum"]:
         warnings.warn(f"{d}: the router's codec head was trained on {ch['model']} model {ch['model_checksum']}, but "
                       f"{lm.card.get('checksum')} is installed, so the CNN routes alone (retrain the head: "
                       "python -m catcomp.router --data DATA --head-only)", stacklevel=2)
-        return Router(model, {**card, "threshold": ch["cnn_threshold"]})
+        return Router(model, cnn_card)
     head_model = _weights(d, card, HEAD_WEIGHTS, build_head(int(ch["features"]), len(card["classes"])))
     return Router(model, card, head_model, codec_features(lm.model.analysis))
 
@@ -364,7 +366,7 @@ def train_codec_head(data, router_dir, views=HEAD_VIEWS, epochs=HEAD_EPOCHS, wei
     router = Router(cnn.model, card, head, features)
     router.threshold = calibrate_threshold(router.probabilities(vv), yv)
     card["threshold"] = round(router.threshold, 4)
-    card["cnn_only"] = {s: evaluate(cnn, {cnn.size: splits[s][0][cnn.size]}, splits[s][1])["accuracy"] for s in ("val", "test")}
+    card["cnn_only"] = {s: evaluate(cnn, *splits[s])["accuracy"] for s in ("val", "test")}
     card["val"], card["test"] = (evaluate(router, *splits[s]) for s in ("val", "test"))
     return save_router({HEAD_WEIGHTS: head}, d, card)
 
@@ -387,6 +389,8 @@ def main(argv=None):
     p.add_argument("--no-head", action="store_true", help="train the CNN alone, without the codec head")
     p.add_argument("--head-views", default=",".join(map(str, HEAD_VIEWS)), help="comma-separated view sizes of the codec head")
     a = p.parse_args(argv)
+    if a.refit_threshold is not None and not a.no_head:
+        p.error("--refit-threshold trains the CNN on val, where the codec head's threshold is calibrated: add --no-head")
     if not a.head_only:
         card = train_router(a.data, a.out, a.epochs, a.size, width=a.width, label_smoothing=a.label_smoothing, mixup=a.mixup,
                             refit_threshold=a.refit_threshold)
