@@ -34,8 +34,8 @@ SIZE = 64
 EPOCHS = 100  # the 40-epoch router peaked at its last epoch; at 100 the best was 69
 WEIGHTS = "router.weights.h5"
 HEAD_WEIGHTS = "codec_head.weights.h5"
-# The codec head's views. Adding a 256 px view gained about a point on val and test,
-# but at 3.5x the head's cost it pushed routing past 10% of a folder's compression time.
+# The codec head's views. Adding a 256 px view gained a point on val (none on test), and
+# at 3.5x the head's cost it pushed routing past 10% of a folder's compression time.
 HEAD_VIEWS = (128,)
 HEAD_EPOCHS = 40
 HEAD_WEIGHT = 0.5  # share of the codec head in the mixed probabilities
