@@ -37,9 +37,9 @@ def catcomp_point(rgb, lm, level, category="other"):
     return data, out, t1 - t0, time.perf_counter() - t1
 
 
-def model_codec(model, levels):
-    """A catcomp model (name or directory) at ``levels``, for :func:`sweep`."""
-    return tuple(levels), ModelCodec(str(model))
+def model_codec(model, levels, refine=0):
+    """A catcomp model (name or directory) at ``levels`` (with ``refine`` steps of latent refinement), for :func:`sweep`."""
+    return tuple(levels), ModelCodec(str(model), refine)
 
 
 def baseline_codecs(names=("jpeg", "webp", "avif", "jpeg2000")) -> dict:

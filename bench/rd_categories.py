@@ -9,7 +9,10 @@ adversarial effect: the shipped (GAN) model against its own beta=0 version
 (``<model dir>/beta0``, written by ``catcomp train``). Writes
 ``docs/bench/rd_categories.json`` and one PNG per category.
 
-    python bench/rd_categories.py [--categories airplane,flower] [--limit N] [--update-cards]
+``--refine N`` adds the category model with N steps of encoder-side latent
+refinement (:mod:`catcomp.refine`) and its BD-rate against the plain encoder.
+
+    python bench/rd_categories.py [--categories airplane,flower] [--limit N] [--update-cards] [--refine N]
 """
 
 from __future__ import annotations
@@ -61,7 +64,7 @@ def bd(rows_ref, rows, key="psnr"):
     return bd_rate([x["bpp"] for x in rows_ref], [x[key] for x in rows_ref], [x["bpp"] for x in rows], [x[key] for x in rows])
 
 
-def evaluate(category, levels, baselines, limit):
+def evaluate(category, levels, baselines, limit, refine=0):
     images = split_images(category, limit)
     if not images:
         raise SystemExit(f"no test images for {category} under {DATA}")
@@ -73,6 +76,9 @@ def evaluate(category, levels, baselines, limit):
         if (own_dir / "beta0" / "card.json").is_file():
             codecs[f"catcomp-{category}-beta0"] = model_codec(own_dir / "beta0", levels)
     codecs["catcomp-general"] = model_codec("general", levels)
+    plain = f"catcomp-{category}" if own else "catcomp-general"
+    if refine:
+        codecs[f"{plain}-refine{refine}"] = model_codec(own_dir if own else "general", levels, refine)
     codecs.update(baseline_codecs(baselines))
     curves = sweep(images, codecs, log=lambda s: print(f"[{category}] {s}", flush=True), extra={"hf_ratio": hf_energy_ratio})
     summary = summarize(curves, "jpeg")
@@ -81,6 +87,9 @@ def evaluate(category, levels, baselines, limit):
         summary[name]["cheapest_bpp_psnr30_ssim095"] = cheapest_meeting_goal(rows)
     result = {"images": len(images), "megapixels": round(sum(i.shape[0] * i.shape[1] for i in images) / 1e6, 2), "curves": curves, "summary": summary,
               "model_checksums": {"general": load_model("general").card["checksum"], **({category: own.card["checksum"]} if own else {})}}
+    if refine:
+        new = curves[f"{plain}-refine{refine}"]
+        result["refine_vs_plain"] = {"steps": refine, "bd_rate_psnr_pct": bd(curves[plain], new), "bd_rate_msssim_pct": bd(curves[plain], new, "ms_ssim")}
     if own:
         cat = curves[f"catcomp-{category}"]
         result["category_vs_general"] = {"bd_rate_psnr_pct": bd(curves["catcomp-general"], cat),
@@ -104,6 +113,7 @@ def main(argv=None):
     p.add_argument("--limit", type=int, default=0, help="at most N test images per category")
     p.add_argument("--out", type=Path, default=RESULTS / "rd_categories.json")
     p.add_argument("--update-cards", action="store_true", help="write each category's test-split points into its model card")
+    p.add_argument("--refine", type=int, default=0, help="also measure the model with N steps of encoder-side latent refinement")
     a = p.parse_args(argv)
     levels = [float(x) for x in a.levels.split(",")]
     report = {"data": str(DATA), "split": "test", "levels": levels, "goal": GOAL, "limit": a.limit, "categories": {}}
@@ -114,7 +124,7 @@ def main(argv=None):
     a.out.parent.mkdir(parents=True, exist_ok=True)
     for category in a.categories.split(","):
         t0 = time.time()
-        result, own = evaluate(category, levels, [c for c in a.codecs.split(",") if c], a.limit)
+        result, own = evaluate(category, levels, [c for c in a.codecs.split(",") if c], a.limit, a.refine)
         prev = report["categories"].get(category, {})
         old_adv = prev.get("adversarial_effect") if prev.get("model_checksums", {}).get(category) == result["model_checksums"].get(category) else None
         if own and old_adv and "adversarial_effect" not in result:  # beta0 models live in training runs, not in git
@@ -132,7 +142,7 @@ def main(argv=None):
         r = report["categories"][category]
         for name, s in r["summary"].items():
             print(f"{category:>10} {name:>24}: " + "  ".join(f"{k}={v:.2f}" for k, v in s.items() if v is not None and not np.isnan(v)))
-        for k in ("category_vs_general", "adversarial_effect"):
+        for k in ("category_vs_general", "adversarial_effect", "refine_vs_plain"):
             if k in r:
                 print(f"{category:>10} {k}: " + "  ".join(f"{n}={v:.3f}" if isinstance(v, float) else f"{n}: {v}" for n, v in r[k].items()))
     print(f"wrote {a.out}")

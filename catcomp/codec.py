@@ -206,23 +206,34 @@ def synthesize(q: np.ndarray, lm: LoadedModel, j: int, width: int, height: int) 
     return _tiled(to_pixels, y_hat, 16, TILE // 16)[:height, :width]
 
 
-def encode_image(img: PaddedImage, lm: LoadedModel, j: int, category: str) -> bytes:
-    return pack(img, lm, quantize(analyse(img, lm), lm, j), j, category)
+def refined(y: np.ndarray, img: PaddedImage, lm: LoadedModel, j: int, refine: int) -> np.ndarray:
+    """Latent ``y`` after ``refine`` steps of encoder-side refinement (:mod:`catcomp.refine`)."""
+    if refine <= 0:
+        return y
+    from .refine import refine_latent
+
+    return refine_latent(y, img.rgb, lm, j, refine)
 
 
-def compress(image_or_path, category: str | None = None, level: float | None = None, target=None) -> bytes:
+def encode_image(img: PaddedImage, lm: LoadedModel, j: int, category: str, refine: int = 0) -> bytes:
+    return pack(img, lm, quantize(refined(analyse(img, lm), img, lm, j, refine), lm, j), j, category)
+
+
+def compress(image_or_path, category: str | None = None, level: float | None = None, target=None, refine: int = 0) -> bytes:
     """Compress an image (path, bytes or PIL image) into ``.ccz`` bytes.
 
     ``category`` picks the model (``None``: the router decides; without an
     installed router, the general model); ``level`` is the continuous rate
     knob in ``[0, len(LEVELS) - 1]`` (``None``: the category's tuned rate);
     ``target`` (a :class:`catcomp.Target`) instead searches the knob per
-    image for a file size, bpp, ratio or quality.
+    image for a file size, bpp, ratio or quality; ``refine`` > 0 spends that
+    many optimisation steps on the latent for a better file (slower encoding,
+    same decoder; see :mod:`catcomp.refine`).
     """
-    return compress_image(*read_image(image_or_path), category, level, target)[0]
+    return compress_image(*read_image(image_or_path), category, level, target, refine)[0]
 
 
-def compress_image(im: Image.Image, name: str, category: str | None = None, level: float | None = None, target=None):
+def compress_image(im: Image.Image, name: str, category: str | None = None, level: float | None = None, target=None, refine: int = 0):
     """:func:`compress` for an opened image; also returns the router's decision (or ``None``)."""
     if target is not None and level is not None:
         raise CatcompError("give a rate level or a rate target, not both")
@@ -235,11 +246,11 @@ def compress_image(im: Image.Image, name: str, category: str | None = None, leve
     category, lm, j = resolve(category, level)
     img = PaddedImage(im, name)
     if target is None:
-        return encode_image(img, lm, j, category), route
+        return encode_image(img, lm, j, category, refine), route
     from .ratecontrol import search
 
     try:
-        return search(img, lm, category, target)[0], route
+        return search(img, lm, category, target, refine)[0], route
     except CatcompError as e:
         raise CatcompError(str(e), name) from None
 

@@ -56,7 +56,7 @@ def _result(row) -> Result:
     return Result(**d)
 
 
-def compress_files_ray(inputs, out, category=None, level=None, overwrite=False, target=None, address=None,
+def compress_files_ray(inputs, out, category=None, level=None, overwrite=False, target=None, refine=0, address=None,
                        num_workers=None, progress=None) -> list[Result]:  # fmt: skip
     """:func:`catcomp.folders.compress_files` on Ray: same outputs, same results.
 
@@ -76,7 +76,7 @@ def compress_files_ray(inputs, out, category=None, level=None, overwrite=False, 
     if not ray.is_initialized():
         ray.init(address=address, include_dashboard=False, log_to_driver=False, configure_logging=False)
     workers = max(1, min(num_workers or int(ray.cluster_resources().get("CPU", 1)), len(pairs)))
-    job = CompressJob(category, level, target, overwrite)
+    job = CompressJob(category, level, target, overwrite, refine)
     env = {k: os.environ[k] for k in _ENV if k in os.environ}
     rows = [{"index": i, "src": str(s), "dst": str(d), "err": e or ""} for i, (s, d, e) in enumerate(pairs)]
     # Small blocks: results (and the progress bar) stream back image by image, and

@@ -29,7 +29,7 @@ from PIL import Image
 from . import baselines
 from .atomic import write_bytes_atomic, write_table
 from .categories import CATEGORIES, model_name
-from .codec import PaddedImage, analyse, decode_container, pack, quantize, synthesize
+from .codec import PaddedImage, analyse, decode_container, pack, quantize, refined, synthesize
 from .container import Container
 from .entropy import LEVEL_STEP, level_index
 from .errors import CatcompError
@@ -50,8 +50,9 @@ DEFAULT_LEVELS = (0.0, 1.0, 2.0, 3.0, 4.0, 5.0)
 class ModelCodec:
     """catcomp at several levels of the knob; the analysis runs once per image."""
 
-    def __init__(self, fixed_model: str | None = None):
+    def __init__(self, fixed_model: str | None = None, refine: int = 0):
         self.fixed_model = fixed_model  # None: each image's category model
+        self.refine = refine  # encoder-side refinement steps at each level
 
     def points(self, rgb, category, levels):
         lm = load_model(self.fixed_model or model_name(category))
@@ -60,7 +61,7 @@ class ModelCodec:
         out = []
         for lv in levels:
             j = level_index(lv, lm.model.config.num_levels)
-            data = pack(img, lm, quantize(y, lm, j), j, category)
+            data = pack(img, lm, quantize(refined(y, img, lm, j, self.refine), lm, j), j, category)
             out.append((data, np.asarray(decode_container(Container.from_bytes(data), lm))))
         return out
 

@@ -210,6 +210,7 @@ class CompressJob:
     level: float | None = None
     target: object = None  # a catcomp.ratecontrol.Target
     overwrite: bool = False
+    refine: int = 0  # encoder-side latent refinement steps (catcomp.refine)
 
     def work(self, src, r: Result) -> bytes:
         if is_uri(src):
@@ -218,7 +219,7 @@ class CompressJob:
             im, name = read_image(raw, name=src)
         else:
             im, name = read_image(src)
-        data, route = compress_image(im, name, self.category, self.level, self.target)
+        data, route = compress_image(im, name, self.category, self.level, self.target, self.refine)
         _header_of(data, r)
         r.confidence = route.confidence if route else None
         return data
@@ -232,16 +233,17 @@ def compress_plan(inputs, out):
     return plan(inputs, out, IMAGE_SUFFIXES, lambda rel: rel.name + SUFFIX, {SUFFIX})
 
 
-def compress_files(inputs, out, category=None, level=None, overwrite=False, progress=None, workers=None, target=None) -> list[Result]:
+def compress_files(inputs, out, category=None, level=None, overwrite=False, progress=None, workers=None, target=None, refine=0) -> list[Result]:
     """Compress files and folder trees to ``out`` (mirrored, ``name.ext.ccz``).
 
     Each image is routed (unless ``category`` is given) and coded at its
     category's tuned level (unless ``level`` is given, or ``target`` -- a
-    :class:`~catcomp.ratecontrol.Target` -- sets it per image). Existing complete
+    :class:`~catcomp.ratecontrol.Target` -- sets it per image); ``refine`` > 0
+    refines each latent that many steps (:mod:`catcomp.refine`). Existing complete
     outputs are kept and counted as done, so an interrupted run resumes.
     Inputs may be filesystem URIs (``s3://...``); ``out`` is a local path.
     """
-    job = CompressJob(category, level, target, overwrite)
+    job = CompressJob(category, level, target, overwrite, refine)
     return _run(compress_plan(inputs, out), job, progress, workers)
 
 

@@ -122,19 +122,26 @@ def bisect_first(lo: int, hi: int, pred) -> int | None:
     return lo
 
 
-def search(img, lm, category: str, target: Target) -> tuple[bytes, int]:
-    """(``.ccz`` bytes, grid index) meeting ``target`` for a :class:`~catcomp.codec.PaddedImage`."""
-    from .codec import analyse, pack, quantize, synthesize
+def search(img, lm, category: str, target: Target, refine: int = 0) -> tuple[bytes, int]:
+    """(``.ccz`` bytes, grid index) meeting ``target`` for a :class:`~catcomp.codec.PaddedImage`.
+
+    With ``refine`` > 0 the latent is refined (:mod:`catcomp.refine`): for a
+    size target at the level found without it (the same size, better
+    quality); for a quality target at each level the search then probes below
+    that one (a smaller file; about log2(levels) refinements). A refined file
+    that misses the target is not used.
+    """
+    from .codec import analyse, pack, quantize, refined, synthesize
 
     y = analyse(img, lm)
     top = lm.tables.num_positions - 1
-    probes: dict[int, tuple] = {}
+    probes: dict[tuple, tuple] = {}
 
-    def probe(j):
-        if j not in probes:
-            q = quantize(y, lm, j)
-            probes[j] = (q, pack(img, lm, q, j, category))
-        return probes[j]
+    def probe(j, refine=0):
+        if (j, refine) not in probes:
+            q = quantize(refined(y, img, lm, j, refine), lm, j)
+            probes[j, refine] = (q, pack(img, lm, q, j, category))
+        return probes[j, refine]
 
     if target.kind != "quality":
         from PIL import Image
@@ -144,17 +151,20 @@ def search(img, lm, category: str, target: Target) -> tuple[bytes, int]:
         if over == 0:
             raise CatcompError(f"cannot meet {target}: the lowest rate level already needs {len(probe(0)[1])} bytes (limit {limit})")
         j = top if over is None else over - 1
+        if refine > 0 and len(probe(j, refine)[1]) <= limit:
+            return probe(j, refine)[1], j
         return probe(j)[1], j
 
     original = img.rgb[: img.height, : img.width]
     measured = {}
 
-    def good(j):
-        measured[j] = quality_of(original, synthesize(probe(j)[0], lm, j, img.width, img.height), target.value)
+    def good(j, refine=0):
+        measured[j] = quality_of(original, synthesize(probe(j, refine)[0], lm, j, img.width, img.height), target.value)
         return meets(measured[j], target.value)
 
     j = bisect_first(0, top, good)
     if j is None:
         got = ", ".join(f"{k}={v:.4g}" for k, v in measured[top].items())
         raise CatcompError(f"cannot meet {target}: the highest rate level gives {got}")
-    return probe(j)[1], j
+    r = bisect_first(0, j, lambda k: good(k, refine)) if refine > 0 else None
+    return (probe(j)[1], j) if r is None else (probe(r, refine)[1], r)

@@ -1,0 +1,73 @@
+"""Encoder-side latent refinement with the shipped general model: a better file
+for the same decoder, deterministic, tiled for large images, and used by rate
+control only where it still meets the target."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from PIL import Image
+from skimage import data as skdata
+
+import catcomp
+from catcomp import refine
+from catcomp.cli import main
+from catcomp.metrics import psnr
+from catcomp.ratecontrol import Target
+
+SHIPPED = Path(__file__).resolve().parents[1] / "models"
+
+
+@pytest.fixture(autouse=True)
+def shipped(monkeypatch):
+    monkeypatch.setenv("CATCOMP_MODELS", str(SHIPPED))
+
+
+@pytest.fixture(scope="module")
+def image():
+    return Image.fromarray(skdata.astronaut()[40:136, 160:288])  # 128 x 96 of a real photo
+
+
+def _quality(image, data):
+    return psnr(np.asarray(image), np.asarray(catcomp.decompress(data)))
+
+
+def test_refined_file_is_better_for_the_same_decoder(image):
+    plain = catcomp.compress(image, "other", level=2.0)
+    better = catcomp.compress(image, "other", level=2.0, refine=30)
+    assert catcomp.info(better)["model_checksum"] == catcomp.info(plain)["model_checksum"]
+    assert catcomp.info(better)["level"] == catcomp.info(plain)["level"]
+    assert len(better) < len(plain) and _quality(image, better) > _quality(image, plain)  # fewer bytes and less error
+    assert catcomp.compress(image, "other", level=2.0, refine=30) == better  # seeded: same bytes every time
+
+
+def test_large_images_are_refined_in_tiles(image, monkeypatch):
+    whole = catcomp.compress(image, "other", level=2.0, refine=20)
+    monkeypatch.setattr(refine, "TILE", 3)  # 8 x 6 latent positions: 3 x 2 tiles with margins
+    tiled = catcomp.compress(image, "other", level=2.0, refine=20)
+    assert tiled != whole
+    plain = catcomp.compress(image, "other", level=2.0)
+    assert len(tiled) < len(plain) and _quality(image, tiled) > _quality(image, plain)
+
+
+def test_rate_control_uses_refinement_only_where_the_target_still_holds(image):
+    limit = len(catcomp.compress(image, "other", level=2.5))
+    plain = catcomp.compress(image, "other", target=Target.size(limit))
+    refined = catcomp.compress(image, "other", target=Target.size(limit), refine=20)
+    assert len(refined) <= limit and _quality(image, refined) > _quality(image, plain)
+
+    goal = {"psnr": _quality(image, catcomp.compress(image, "other", level=3.0))}
+    plain = catcomp.compress(image, "other", target=Target.quality(goal))
+    refined = catcomp.compress(image, "other", target=Target.quality(goal), refine=20)
+    assert _quality(image, refined) >= goal["psnr"]
+    assert catcomp.info(refined)["level"] < catcomp.info(plain)["level"] and len(refined) < len(plain)
+
+
+def test_cli_refine_option(tmp_path, image):
+    image.save(tmp_path / "a.png")
+    r = CliRunner().invoke(main, ["compress", str(tmp_path / "a.png"), "-o", str(tmp_path / "out"), "--category", "other",
+                                  "--level", "2", "--refine", "30"])  # fmt: skip
+    assert r.exit_code == 0, r.output
+    assert (tmp_path / "out" / "a.png.ccz").read_bytes() == catcomp.compress(image, "other", level=2.0, refine=30)
+    assert CliRunner().invoke(main, ["compress", str(tmp_path / "a.png"), "-o", str(tmp_path / "o2"), "--refine", "-1"]).exit_code == 2
