@@ -33,7 +33,9 @@ def _quality(image, data):
     return psnr(np.asarray(image), np.asarray(catcomp.decompress(data)))
 
 
-def test_refined_file_is_better_for_the_same_decoder(image):
+@pytest.mark.parametrize("bf16", [False, True])
+def test_refined_file_is_better_for_the_same_decoder(image, bf16, monkeypatch):
+    monkeypatch.setattr(refine, "BF16", bf16)  # gradients through the float32 model or its bfloat16 copy
     plain = catcomp.compress(image, "other", level=2.0)
     better = catcomp.compress(image, "other", level=2.0, refine=30)
     assert catcomp.info(better)["model_checksum"] == catcomp.info(plain)["model_checksum"]
