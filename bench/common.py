@@ -28,10 +28,10 @@ def load_rgb(path) -> np.ndarray:
         return np.asarray(im.convert("RGB"))
 
 
-def catcomp_point(rgb, lm, level, category="other"):
+def catcomp_point(rgb, lm, level, category="other", refine=0):
     """(bytes, decoded RGB, encode s, decode s) for one image at one level."""
     t0 = time.perf_counter()
-    data = encode_image(PaddedImage(Image.fromarray(rgb)), lm, level_index(level, lm.model.config.num_levels), category)
+    data = encode_image(PaddedImage(Image.fromarray(rgb)), lm, level_index(level, lm.model.config.num_levels), category, refine)
     t1 = time.perf_counter()
     out = np.asarray(decode_container(Container.from_bytes(data), lm))
     return data, out, t1 - t0, time.perf_counter() - t1

@@ -1,6 +1,9 @@
 """Encode and decode speed (megapixels/second) on a Kodak image, JSON out.
 
-    python bench/speed.py [--image kodim01.png] [--level 2] [--repeat 5]
+    python bench/speed.py [--image kodim01.png] [--levels 0,2,5] [--repeat 5] [--refine 30]
+
+``--refine N`` also times encoding with N steps of latent refinement
+(once per level, after a warm-up) and records the file size it gives.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ def main(argv=None):
     p.add_argument("--image", type=Path, default=DATA / "kodak" / "kodim01.png")
     p.add_argument("--levels", default="0,2,5")
     p.add_argument("--repeat", type=int, default=5)
+    p.add_argument("--refine", type=int, default=0, help="also time encoding with N refinement steps")
     p.add_argument("--out", type=Path, default=RESULTS / "speed.json")
     a = p.parse_args(argv)
     rgb = load_rgb(a.image)
@@ -37,6 +41,11 @@ def main(argv=None):
         enc, dec = np.median([r[2] for r in runs]), np.median([r[3] for r in runs])
         rows.append({"level": lv, "bytes": len(runs[0][0]), "encode_s": enc, "decode_s": dec, "encode_mp_s": mp / enc, "decode_mp_s": mp / dec})
         print(f"level {lv}: encode {mp / enc:.2f} MP/s ({enc:.3f} s), decode {mp / dec:.2f} MP/s ({dec:.3f} s)")
+        if a.refine:
+            catcomp_point(rgb, lm, lv, refine=1)  # traces the gradient
+            data, _, secs, _ = catcomp_point(rgb, lm, lv, refine=a.refine)
+            rows[-1].update({"refine_steps": a.refine, "refine_bytes": len(data), "refine_encode_s": secs, "refine_encode_mp_s": mp / secs})
+            print(f"  with --refine {a.refine}: encode {mp / secs:.3f} MP/s ({secs:.1f} s), {len(data)} bytes")
     write_json(a.out, {"image": a.image.name, "megapixels": mp, "model": lm.name, "repeat": a.repeat,
                        "cpu_count": os.cpu_count(), "machine": platform.processor() or platform.machine(), "results": rows})
     print(f"wrote {a.out}")

@@ -218,8 +218,9 @@ def _split_list(text, cast=str):
 @click.option("--route", "route_flag", is_flag=True, help="Route each image to its category (the default without --category).")
 @click.option("--codecs", default="catcomp,general,jpeg,webp,avif", show_default=True, help="Any of catcomp,general,jpeg,webp,avif,jpeg2000.")
 @click.option("--levels", default="0,1,2,3,4,5", show_default=True, help="catcomp rate levels to measure.")
+@click.option("--refine", type=click.IntRange(0), default=0, show_default=True, help="Encode catcomp's points with N steps of latent refinement.")
 @click.option("-o", "--output", default="catcomp-eval", show_default=True, type=click.Path(file_okay=False, path_type=Path))
-def evaluate_cmd(inputs, category, route_flag, codecs, levels, output):
+def evaluate_cmd(inputs, category, route_flag, codecs, levels, refine, output):
     """Rate-distortion of catcomp and baselines on images: JSON, CSV, RD plots, BD-rates.
 
     Each image is routed (or taken as --category); `catcomp` codes it with
@@ -250,7 +251,7 @@ def evaluate_cmd(inputs, category, route_flag, codecs, levels, output):
         raise click.ClickException("no images to evaluate")
     bar, step = _progress("evaluate")
     with bar:
-        rep = evaluate(items, _split_list(codecs), _split_list(levels, float), output, progress=lambda _: step(None, len(items)))
+        rep = evaluate(items, _split_list(codecs), _split_list(levels, float), output, progress=lambda _: step(None, len(items)), refine=refine)
     for g, r in rep["groups"].items():
         click.echo(f"\n{g} ({r['images']} images): BD-rate % (PSNR) of each codec (row) against each (column)")
         bd = r["bd_rate_pct"]["psnr"]

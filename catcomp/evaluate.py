@@ -78,14 +78,14 @@ class PillowCodec:
         return out
 
 
-def make_codecs(names, levels=DEFAULT_LEVELS) -> dict:
-    """name -> (settings, codec) for names from :data:`CODECS`."""
+def make_codecs(names, levels=DEFAULT_LEVELS, refine=0) -> dict:
+    """name -> (settings, codec) for names from :data:`CODECS` (catcomp's encoders refining ``refine`` steps)."""
     out = {}
     for n in names:
         if n not in CODECS:
             raise CatcompError(f"unknown codec {n!r}: choose from {', '.join(CODECS)}")
         if n in ("catcomp", "general"):
-            out[n] = (tuple(levels), ModelCodec(None if n == "catcomp" else "general"))
+            out[n] = (tuple(levels), ModelCodec(None if n == "catcomp" else "general", refine))
         else:
             out[n] = (baselines.BASELINES[n][2], PillowCodec(n))
     return out
@@ -190,17 +190,20 @@ def write_json(path, obj):
 # --- catcomp evaluate -----------------------------------------------------------------------
 
 
-def evaluate(items, codec_names=("catcomp", "jpeg", "webp"), levels=DEFAULT_LEVELS, out_dir=None, progress=None) -> dict:
+def evaluate(items, codec_names=("catcomp", "jpeg", "webp"), levels=DEFAULT_LEVELS, out_dir=None, progress=None, refine=0) -> dict:
     """RD of ``codec_names`` on ``items`` (name, category, RGB); per category and overall.
+
+    ``refine`` > 0 encodes the catcomp points with that many steps of latent
+    refinement (:mod:`catcomp.refine`).
 
     With ``out_dir``: ``evaluate.json`` (curves and BD tables),
     ``evaluate.csv`` (one row per image, codec and setting) and
     ``rd_<group>.png`` / ``.svg`` per category and for ``all``.
     """
     t0 = time.time()
-    rows = measure(items, make_codecs(codec_names, levels), progress=progress)
+    rows = measure(items, make_codecs(codec_names, levels, refine), progress=progress)
     groups = {"all": None, **{c: c for c in CATEGORIES if any(r["category"] == c for r in rows)}}
-    report = {"images": len(items), "codecs": list(codec_names), "levels": list(levels), "groups": {}}
+    report = {"images": len(items), "codecs": list(codec_names), "levels": list(levels), "refine": refine, "groups": {}}
     for g, cat in groups.items():
         cv = curves(rows, cat)
         report["groups"][g] = {"images": sum(1 for i in items if cat in (None, i[1])), "curves": cv, "bd_rate_pct": bd_table(cv)}

@@ -73,3 +73,12 @@ def test_cli_refine_option(tmp_path, image):
     assert r.exit_code == 0, r.output
     assert (tmp_path / "out" / "a.png.ccz").read_bytes() == catcomp.compress(image, "other", level=2.0, refine=30)
     assert CliRunner().invoke(main, ["compress", str(tmp_path / "a.png"), "-o", str(tmp_path / "o2"), "--refine", "-1"]).exit_code == 2
+
+
+def test_evaluate_measures_the_refined_encoder(image):
+    from catcomp.evaluate import evaluate
+
+    items = [("crop", "other", np.asarray(image))]
+    plain, better = (evaluate(items, ("catcomp",), (1.0, 3.0), refine=r)["groups"]["all"]["curves"]["catcomp"] for r in (0, 20))
+    for p, b in zip(plain, better):
+        assert b["bpp"] < p["bpp"] and b["psnr"] > p["psnr"]
