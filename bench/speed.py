@@ -3,7 +3,8 @@
     python bench/speed.py [--image kodim01.png] [--levels 0,2,5] [--repeat 5] [--refine 30]
 
 ``--refine N`` also times encoding with N steps of latent refinement
-(once per level, after a warm-up) and records the file size it gives.
+(once per level, after a warm-up), with float32 gradients too where the
+bfloat16 ones are used, and records the file size it gives.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import DATA, RESULTS, catcomp_point, load_rgb, write_json  # noqa: E402
 
+from catcomp import refine  # noqa: E402
 from catcomp.zoo import load_model  # noqa: E402
 
 
@@ -46,6 +48,13 @@ def main(argv=None):
             data, _, secs, _ = catcomp_point(rgb, lm, lv, refine=a.refine)
             rows[-1].update({"refine_steps": a.refine, "refine_bytes": len(data), "refine_encode_s": secs, "refine_encode_mp_s": mp / secs})
             print(f"  with --refine {a.refine}: encode {mp / secs:.3f} MP/s ({secs:.1f} s), {len(data)} bytes")
+            if refine.BF16:  # the same through the float32 model, for the bfloat16 speed-up
+                refine.BF16 = False
+                catcomp_point(rgb, lm, lv, refine=1)
+                secs = catcomp_point(rgb, lm, lv, refine=a.refine)[2]
+                refine.BF16 = True
+                rows[-1]["refine_encode_s_float32_gradients"] = secs
+                print(f"  the same with float32 gradients: {secs:.1f} s")
     write_json(a.out, {"image": a.image.name, "megapixels": mp, "model": lm.name, "repeat": a.repeat,
                        "cpu_count": os.cpu_count(), "machine": platform.processor() or platform.machine(), "results": rows})
     print(f"wrote {a.out}")
