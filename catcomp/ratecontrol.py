@@ -125,11 +125,11 @@ def bisect_first(lo: int, hi: int, pred) -> int | None:
 def search(img, lm, category: str, target: Target, refine: int = 0) -> tuple[bytes, int]:
     """(``.ccz`` bytes, grid index) meeting ``target`` for a :class:`~catcomp.codec.PaddedImage`.
 
-    With ``refine`` > 0 the latent is refined (:mod:`catcomp.refine`): for a
-    size target at the level found without it (the same size, better
-    quality); for a quality target at each level the search then probes below
-    that one (a smaller file; about log2(levels) refinements). A refined file
-    that misses the target is not used.
+    With ``refine`` > 0 the latent is refined (:mod:`catcomp.refine`). For a
+    size target: at the level found without refinement (the same size, less
+    error). For a quality target: the search goes on below the level found,
+    refining at each level it probes (a smaller file; about log2(levels)
+    refinements). A refined file that misses the target is not used.
     """
     from .codec import analyse, pack, quantize, refined, synthesize
 

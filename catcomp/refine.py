@@ -20,6 +20,8 @@ final latent is still quantized and checked by the float32 model).
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import keras
 import numpy as np
 import tensorflow as tf
@@ -36,8 +38,8 @@ _copies: dict = {}  # model checksum -> its bfloat16 copy
 
 def _native_bf16() -> bool:
     try:
-        flags = open("/proc/cpuinfo").read()
-    except OSError:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:  # not Linux: stay with float32
         return False
     return "avx512_bf16" in flags or "amx_bf16" in flags
 
