@@ -137,23 +137,29 @@ def read_image(src, name=None) -> tuple[Image.Image, str]:
 # --- transforms in tiles ---------------------------------------------------------------
 
 
-def _tiled(fn, x: np.ndarray, scale: float, tile: int) -> np.ndarray:
+def _tiled(fn, x: np.ndarray, scale: float, tile: int, box=False) -> np.ndarray:
     """Apply a fully convolutional ``fn`` to (H, W, C) ``x`` in overlapping tiles.
 
-    ``scale`` is output pixels per input pixel (1/16 or 16); ``tile`` and the
-    margin are in input pixels and multiples of the stride, so tiles stitch
-    exactly. Images that fit one tile are transformed whole.
+    ``scale`` is output pixels per input pixel (1/16 or 16; 1 for latent to
+    latent); ``tile`` and the margin are in input pixels and multiples of the
+    stride, so tiles stitch exactly. Images that fit one tile are transformed
+    whole. With ``box``, ``fn`` also gets the crop's (y0, y1, x0, x1) in ``x``.
     """
     H, W = x.shape[:2]
+
+    def call(ya, yb, xa, xb):
+        t = x[None, ya:yb, xa:xb]
+        return np.asarray(fn(t, (ya, yb, xa, xb)) if box else fn(t))[0]
+
     if H <= tile and W <= tile:
-        return np.asarray(fn(x[None]))[0]
+        return call(0, H, 0, W)
     margin = _MARGIN if scale < 1 else _MARGIN // 16
     out = None
     for y0 in range(0, H, tile):
         for x0 in range(0, W, tile):
             ya, xa = max(y0 - margin, 0), max(x0 - margin, 0)
             yb, xb = min(y0 + tile + margin, H), min(x0 + tile + margin, W)
-            r = np.asarray(fn(x[None, ya:yb, xa:xb]))[0]
+            r = call(ya, yb, xa, xb)
             if out is None:
                 out = np.empty((int(H * scale), int(W * scale), r.shape[-1]), dtype=r.dtype)
             oy, ox = int((y0 - ya) * scale), int((x0 - xa) * scale)
@@ -210,9 +216,9 @@ def refined(y: np.ndarray, img: PaddedImage, lm: LoadedModel, j: int, refine: in
     """Latent ``y`` after ``refine`` steps of encoder-side refinement (:mod:`catcomp.refine`)."""
     if refine <= 0:
         return y
-    from .refine import refine_latent
+    from .refine import TILE, refine_tile
 
-    return refine_latent(y, img.rgb, lm, j, refine)
+    return _tiled(lambda t, b: refine_tile(t[0], img.rgb[16 * b[0] : 16 * b[1], 16 * b[2] : 16 * b[3]], lm, j, refine)[None], y, 1, TILE, box=True)
 
 
 def encode_image(img: PaddedImage, lm: LoadedModel, j: int, category: str, refine: int = 0) -> bytes:

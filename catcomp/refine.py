@@ -31,8 +31,7 @@ from .transforms import CompressionModel
 
 #: Adam's peak learning rate (cosine-decayed to 0 over the steps).
 LR = 3e-3
-TILE = 32  # latent positions per tile side (512 px)
-MARGIN = 4  # latent positions of context around a tile (64 px)
+TILE = 32  # latent positions per tile side (512 px); the codec's tiler adds 4 (64 px) of context around each
 _copies: dict = {}  # model checksum -> its bfloat16 copy
 
 
@@ -74,28 +73,15 @@ def _gradient(model, y, x, level, seed):
     return tape.gradient(loss, y)
 
 
-def _optimise(model, y: np.ndarray, rgb: np.ndarray, level, steps: int) -> np.ndarray:
+def refine_tile(y: np.ndarray, rgb: np.ndarray, lm, j: int, steps: int) -> np.ndarray:
+    """A better float latent than ``y`` (h, w, M) for padded ``rgb`` (16h, 16w, 3)
+    at knob grid index ``j``, after ``steps`` steps of Adam. Images larger than
+    :data:`TILE` go through it tile by tile (:func:`catcomp.codec.refined`)."""
     var = tf.Variable(y[None])
     x = tf.constant(rgb[None].astype(np.float32) / 255.0 - 0.5)
+    level = tf.constant([j * LEVEL_STEP], tf.float32)
+    model = gradient_model(lm)
     opt = keras.optimizers.Adam(keras.optimizers.schedules.CosineDecay(LR, steps))
     for i in range(steps):
         opt.apply_gradients([(_gradient(model, tf.convert_to_tensor(var), x, level, tf.constant([i, 0])), var)])
     return var.numpy()[0]
-
-
-def refine_latent(y: np.ndarray, rgb: np.ndarray, lm, j: int, steps: int) -> np.ndarray:
-    """A better float latent than ``y`` (h, w, M) for padded ``rgb`` (16h, 16w, 3)
-    at knob grid index ``j``, after ``steps`` steps of Adam (0: ``y`` unchanged)."""
-    if steps <= 0:
-        return y
-    level = tf.constant([j * LEVEL_STEP], tf.float32)
-    model = gradient_model(lm)
-    out = y.copy()
-    h, w = y.shape[:2]
-    for y0 in range(0, h, TILE):
-        for x0 in range(0, w, TILE):
-            ya, xa = max(y0 - MARGIN, 0), max(x0 - MARGIN, 0)
-            yb, xb = min(y0 + TILE + MARGIN, h), min(x0 + TILE + MARGIN, w)
-            r = _optimise(model, y[ya:yb, xa:xb], rgb[16 * ya : 16 * yb, 16 * xa : 16 * xb], level, steps)
-            out[y0 : y0 + TILE, x0 : x0 + TILE] = r[y0 - ya : y0 - ya + TILE, x0 - xa : x0 - xa + TILE]
-    return out
