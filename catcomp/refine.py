@@ -10,7 +10,7 @@ encoder changes: the file format and the decoder stay as they are, so
 refined files decode with the same model.
 
 Rate uses additive uniform noise and the decoder sees straight-through
-rounding, as in training (:meth:`catcomp.transforms.CompressionModel.call`).
+rounding, as in training (:meth:`catcomp.transforms.CompressionModel.from_latent`).
 The noise is seeded, so refinement is deterministic on a given machine.
 Large images are refined in tiles of latent with a margin of context around
 each. Where the CPU computes in bfloat16 natively, the gradients are taken
@@ -61,12 +61,8 @@ def gradient_model(lm) -> CompressionModel:
 def _gradient(model, y, x, level, seed):
     with tf.GradientTape() as tape:
         tape.watch(y)
-        g, inv_g = model.gains(level)
-        z = y * g
-        z_hat = z + tf.stop_gradient(tf.round(z) - z)
-        noise = tf.random.stateless_uniform(tf.shape(z), seed, -0.5, 0.5)
-        bits = -tf.reduce_sum(tf.math.log(model.density.likelihood(z + noise, g))) / np.log(2.0)
-        x_hat = tf.cast(model.synthesis(z_hat * inv_g), tf.float32)
+        x_hat, _, likelihood = model.from_latent(y, level, tf.random.stateless_uniform(tf.shape(y), seed, -0.5, 0.5))
+        bits = -tf.reduce_sum(tf.math.log(likelihood)) / np.log(2.0)
         pixels = tf.cast(tf.shape(x)[1] * tf.shape(x)[2], tf.float32)
         mse = tf.reduce_mean(tf.square(x - x_hat)) * 255.0**2
         loss = bits / pixels + model.lambdas(level)[0] * mse

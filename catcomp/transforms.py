@@ -180,18 +180,26 @@ class CompressionModel(keras.Model):
 
     def call(self, x, level, training=False, seed=None):
         y = ops.cast(self.analysis(x - 0.5), "float32")
+        noise = keras.random.uniform(ops.shape(y), -0.5, 0.5, seed=seed) if training else None
+        x_hat, z_hat, likelihood = self.from_latent(y, level, noise)
+        return x_hat + 0.5, z_hat, likelihood
+
+    def from_latent(self, y, level, noise=None):
+        """(reconstruction - 0.5, quantized latent, likelihoods) of float latent ``y``.
+
+        With ``noise`` (uniform in [-0.5, 0.5), the shape of ``y``): mixed
+        quantization (Minnen & Singh 2020), noise for the rate term and
+        straight-through rounding for what the decoder sees. Without: rounding.
+        """
         g, inv_g = self.gains(level)
         z = y * g
-        if training:
-            # Mixed quantization (Minnen & Singh 2020): noise for the rate
-            # term, straight-through rounding for what the decoder sees.
-            z_noisy = z + keras.random.uniform(ops.shape(z), -0.5, 0.5, seed=seed)
+        if noise is not None:
+            z_noisy = z + noise
             z_hat = z + ops.stop_gradient(ops.round(z) - z)
         else:
             z_noisy = z_hat = ops.round(z)
         likelihood = self.density.likelihood(z_noisy, g)
-        x_hat = ops.cast(self.synthesis(z_hat * inv_g), "float32") + 0.5
-        return x_hat, z_hat, likelihood
+        return ops.cast(self.synthesis(z_hat * inv_g), "float32"), z_hat, likelihood
 
 
 def lerp_rows(table, level):
