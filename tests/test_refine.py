@@ -15,6 +15,7 @@ from catcomp import refine
 from catcomp.cli import main
 from catcomp.metrics import psnr
 from catcomp.ratecontrol import Target
+from catcomp.zoo import load_model
 
 SHIPPED = Path(__file__).resolve().parents[1] / "models"
 
@@ -80,5 +81,10 @@ def test_evaluate_measures_the_refined_encoder(image):
 
     items = [("crop", "other", np.asarray(image))]
     plain, better = (evaluate(items, ("catcomp",), (1.0, 3.0), refine=r)["groups"]["all"]["curves"]["catcomp"] for r in (0, 20))
-    for p, b in zip(plain, better):
-        assert b["bpp"] < p["bpp"] and b["psnr"] > p["psnr"]
+    model = load_model("general").model
+
+    def cost(row):  # what refinement lowers: real bits per pixel + lambda(level) * MSE of the decoded file
+        return row["bpp"] + float(np.asarray(model.lambdas(np.array([row["setting"]], "float32")))[0]) * row["mse"]
+
+    for p, b in zip(plain, better):  # one of rate and error may rise a little (at level 3, +0.5% bytes for +0.2 dB)
+        assert cost(b) < cost(p)
