@@ -16,6 +16,7 @@ import warnings
 from pathlib import Path
 
 import numpy as np
+from keras import ops
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from . import container
@@ -149,7 +150,7 @@ def _tiled(fn, x: np.ndarray, scale: float, tile: int, box=False) -> np.ndarray:
 
     def call(ya, yb, xa, xb):
         t = x[None, ya:yb, xa:xb]
-        return np.asarray(fn(t, (ya, yb, xa, xb)) if box else fn(t))[0]
+        return ops.convert_to_numpy(fn(t, (ya, yb, xa, xb)) if box else fn(t))[0]
 
     if H <= tile and W <= tile:
         return call(0, H, 0, W)
@@ -192,7 +193,7 @@ def analyse(img: PaddedImage, lm: LoadedModel) -> np.ndarray:
 def quantize(y: np.ndarray, lm: LoadedModel, j: int) -> np.ndarray:
     """Integer symbols of latent ``y`` at knob grid index ``j``."""
     g, _ = lm.model.gains(np.array([j * LEVEL_STEP], dtype=np.float32))
-    return np.clip(np.rint(y * np.asarray(g)[0]), -(2**30), 2**30).astype(np.int32)
+    return np.clip(np.rint(y * ops.convert_to_numpy(g)[0]), -(2**30), 2**30).astype(np.int32)
 
 
 def pack(img: PaddedImage, lm: LoadedModel, q: np.ndarray, j: int, category: str) -> bytes:
@@ -204,10 +205,10 @@ def pack(img: PaddedImage, lm: LoadedModel, q: np.ndarray, j: int, category: str
 def synthesize(q: np.ndarray, lm: LoadedModel, j: int, width: int, height: int) -> np.ndarray:
     """Decoded RGB uint8 pixels (cropped to ``width`` x ``height``) from symbols ``q``."""
     _, inv_g = lm.model.gains(np.array([j * LEVEL_STEP], dtype=np.float32))
-    y_hat = (q * np.asarray(inv_g)[0]).astype(np.float32)
+    y_hat = (q * ops.convert_to_numpy(inv_g)[0]).astype(np.float32)
 
     def to_pixels(t):  # each tile made uint8 on its own: a 24 MP image in float32 is 288 MB, and temporaries of it
-        return np.clip(np.rint((np.asarray(lm.model.synthesis(t)) + 0.5) * 255.0), 0, 255).astype(np.uint8)
+        return np.clip(np.rint((ops.convert_to_numpy(lm.model.synthesis(t)) + 0.5) * 255.0), 0, 255).astype(np.uint8)
 
     return _tiled(to_pixels, y_hat, 16, TILE // 16)[:height, :width]
 

@@ -8,10 +8,18 @@ sample, so one model learns the whole rate range.
 
 Training is resumable: :class:`Checkpointer` saves the weights, the optimizer
 state (its step counter included) and the step every few minutes, atomically.
+
+The shipped path is TensorFlow (``tf.data`` input, ``tf.distribute`` for
+several GPUs or workers). The same ``Trainer`` also runs under Keras' PyTorch
+backend (``KERAS_BACKEND=torch``, one device, plain NumPy input), which is how
+a GPU machine that has PyTorch but no TensorFlow trains the same models into
+the same weight files.
 """
 
 from __future__ import annotations
 
+import contextlib
+import importlib.util
 import io
 import json
 import math
@@ -22,7 +30,6 @@ from pathlib import Path
 
 import keras
 import numpy as np
-import tensorflow as tf
 from keras import ops
 
 from .transforms import CompressionModel, ModelConfig, build_discriminator
@@ -113,6 +120,10 @@ class Trainer(keras.Model):
         return loss + self.beta * adv, d_loss, bpp, mse, {"adv": adv, "d_loss": d_loss}
 
     def train_step(self, x):
+        if keras.backend.backend() == "torch":
+            return self._torch_train_step(x)
+        import tensorflow as tf
+
         # Per-replica losses are divided by the replica count: the optimizer
         # sums gradients over replicas (tf.distribute convention).
         replicas = tf.distribute.get_strategy().num_replicas_in_sync
@@ -124,6 +135,17 @@ class Trainer(keras.Model):
         if self.gan:
             _apply(self.d_optimizer, d_tape, d_scaled, self.discriminator.trainable_variables)
         return self._update(loss, bpp, mse, extra)
+
+    def _torch_train_step(self, x):
+        import torch
+
+        x, _, _ = keras.utils.unpack_x_y_sample_weight(x)  # the generator yields (x,)
+        loss, d_loss, bpp, mse, extra = self.losses_of(x, training=True)
+        _apply_torch(self.optimizer, loss, self.model.trainable_variables, keep_graph=self.gan)
+        if self.gan:
+            _apply_torch(self.d_optimizer, d_loss, self.discriminator.trainable_variables)
+        with torch.no_grad():
+            return self._update(loss.detach(), bpp.detach(), mse.detach(), {k: v.detach() for k, v in extra.items()})
 
     def test_step(self, x):
         loss, _, bpp, mse, extra = self.losses_of(x, training=False)
@@ -139,10 +161,33 @@ class Trainer(keras.Model):
 
 
 def _apply(optimizer, tape, loss, variables):
+    import tensorflow as tf
+
     grads = tape.gradient(loss, variables)
     # A non-finite batch (rare GDN overflow) must not poison the weights.
     finite = tf.math.is_finite(loss)
     optimizer.apply_gradients(zip([tf.where(finite, g, tf.zeros_like(g)) for g in grads], variables))
+
+
+def _apply_torch(optimizer, loss, variables, keep_graph=False):
+    """:func:`_apply` under the PyTorch backend."""
+    import torch
+
+    params = [v.value for v in variables]
+    grads = torch.autograd.grad(loss, params, retain_graph=keep_graph, allow_unused=True)
+    finite = torch.isfinite(loss)
+    grads = [torch.where(finite, g, 0.0) if g is not None else torch.zeros_like(p) for g, p in zip(grads, params)]
+    with torch.no_grad():
+        optimizer.apply(grads, variables)
+
+
+class _OneDevice:
+    """What :func:`train` needs of a strategy, for backends without tf.distribute."""
+
+    num_replicas_in_sync = 1
+
+    def scope(self):
+        return contextlib.nullcontext()
 
 
 def make_strategy(kind="auto"):
@@ -151,8 +196,15 @@ def make_strategy(kind="auto"):
     ``auto``: ``MultiWorkerMirroredStrategy`` when ``TF_CONFIG`` is set,
     ``MirroredStrategy`` when there are several GPUs, else the default
     (single-device) strategy. ``mirrored`` on a machine without GPUs mirrors
-    over the logical CPU devices (how the tests exercise this path).
+    over the logical CPU devices (how the tests exercise this path). Other
+    Keras backends train on one device: ``auto`` and ``default`` only.
     """
+    if keras.backend.backend() != "tensorflow":
+        if kind not in ("auto", "default"):
+            raise ValueError(f"strategy {kind!r} needs the TensorFlow backend (KERAS_BACKEND={keras.backend.backend()})")
+        return _OneDevice()
+    import tensorflow as tf
+
     gpus = tf.config.list_logical_devices("GPU")
     if kind == "auto":
         kind = "multiworker" if os.environ.get("TF_CONFIG") else "mirrored" if len(gpus) > 1 else "default"
@@ -211,7 +263,8 @@ def training_pool(data, crop, categories=None):
 
 
 def crop_dataset(pool, crop, batch, seed=0):
-    """Infinite tf.data stream of random crops + flips from an in-memory pool."""
+    """Infinite stream of batches of random crops + flips (float32 in 0..1) from an
+    in-memory pool: a ``tf.data.Dataset`` under TensorFlow, else a generator."""
     sizes = np.array([p.shape[0] * p.shape[1] for p in pool], dtype=np.float64)
     weights = np.sqrt(sizes) / np.sqrt(sizes).sum()  # big images give more crops
 
@@ -225,6 +278,16 @@ def crop_dataset(pool, crop, batch, seed=0):
             if rng.random() < 0.5:
                 patch = patch[:, ::-1]
             yield patch
+
+    if keras.backend.backend() != "tensorflow":
+
+        def batches():
+            crops = gen()
+            while True:
+                yield (np.stack([next(crops) for _ in range(batch)]).astype(np.float32) / 255.0,)
+
+        return batches()
+    import tensorflow as tf
 
     ds = tf.data.Dataset.from_generator(gen, output_signature=tf.TensorSpec((crop, crop, 3), tf.uint8))
     opts = tf.data.Options()
@@ -262,12 +325,12 @@ class Checkpointer(keras.callbacks.Callback):
         trainer = self.model
         for name, part in trainer.parts.items():
             save_weights_atomic(part, self.dir / f"{name}.weights.h5")
-        arrays = {f"{k}{i}": np.asarray(v) for k, opt in trainer.optimizers.items() for i, v in enumerate(opt.variables)}
+        arrays = {f"{k}{i}": ops.convert_to_numpy(v) for k, opt in trainer.optimizers.items() for i, v in enumerate(opt.variables)}
         buf = io.BytesIO()
         np.savez(buf, **arrays)
         write_bytes_atomic(self.dir / "optimizer.npz", buf.getvalue())
         state = {
-            "step": int(np.asarray(trainer.optimizer.iterations)),
+            "step": int(ops.convert_to_numpy(trainer.optimizer.iterations)),
             "seconds": round(time.time() - self.t0, 1),
             "logs": {k: float(v) for k, v in (logs or {}).items()},
         }
@@ -299,8 +362,9 @@ def _phase(name, trainer, data, total, out_dir, resume, ckpt_every_s, verbose):
         callbacks = [
             Checkpointer(ckpt, ckpt_every_s, state["seconds"]),
             keras.callbacks.CSVLogger(str(out_dir / f"train_log_{name}.csv"), append=True),
-            keras.callbacks.TensorBoard(str(out_dir / "logs" / name), update_freq=50, write_graph=False),
         ]
+        if importlib.util.find_spec("tensorflow"):  # Keras writes TensorBoard logs through tf.summary
+            callbacks.append(keras.callbacks.TensorBoard(str(out_dir / "logs" / name), update_freq=50, write_graph=False))
         # A resumed run draws new crops rather than replaying the first ones.
         ds = crop_dataset(*data, seed=2 * state["step"] + (name == "gan"))
         # Log "epochs" of 500 steps, then the remainder: exactly ``total`` steps.

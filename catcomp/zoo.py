@@ -14,6 +14,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+import keras
 import numpy as np
 
 from .atomic import save_weights_atomic, write_bytes_atomic
@@ -61,7 +62,7 @@ def knob_gains(model: CompressionModel) -> np.ndarray:
     """Encoder gains at every knob grid position, shape (J, M)."""
     J = int(round((model.config.num_levels - 1) / LEVEL_STEP)) + 1
     g, _ = model.gains(np.arange(J, dtype="float32") * LEVEL_STEP)
-    return np.asarray(g)[:, 0, 0, :].astype(np.float64)
+    return keras.ops.convert_to_numpy(g)[:, 0, 0, :].astype(np.float64)
 
 
 #: At most this many training images (centre crops of at most FIT_SIDE px) fit the table choice.
@@ -79,7 +80,7 @@ def fit_latents(model: CompressionModel, images, seed=0) -> list:
         if h and w:
             top, left = (im.shape[0] - h) // 2, (im.shape[1] - w) // 2
             x = im[None, top : top + h, left : left + w].astype("float32") / 255.0 - 0.5
-            out.append(np.asarray(model.analysis(x), dtype=np.float32)[0])
+            out.append(keras.ops.convert_to_numpy(model.analysis(x)).astype(np.float32)[0])
     return out
 
 

@@ -163,3 +163,39 @@ def test_training_pool_crops_fit_every_image():
     assert [p.shape[:2] for p in load_pool(arrays, crop=128)].count((200, 250)) == 1
     batch = next(iter(crop_dataset(pool, crop=256, batch=4)))
     assert batch.shape == (4, 256, 256, 3)
+
+
+TORCH = """
+import json, sys
+from catcomp.train import train
+from tests.test_train import TINY
+for gan_steps in (2, 4):  # the second call resumes the first one's checkpoints
+    card = train(sys.argv[1], sys.argv[2], TINY, steps=5, gan_steps=gan_steps, beta=0.01, crop=32, batch=2, resume=True, ckpt_every_s=0, verbose=0)
+print(json.dumps(card["training"]))
+"""
+
+
+def test_pytorch_backend_trains_resumes_and_codes(tmp_path, monkeypatch):
+    """The same Trainer under Keras' PyTorch backend (how a GPU machine without
+    TensorFlow trains): both phases run, resume, and the weights code here."""
+    import importlib.util
+
+    import pytest
+
+    if not importlib.util.find_spec("torch"):
+        pytest.skip("PyTorch is not installed (optional: only GPU machines without TensorFlow train with it)")
+    data = _folder(tmp_path / "data")
+    out = tmp_path / "models" / "general"
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = {**os.environ, "KERAS_BACKEND": "torch"}
+    p = subprocess.run([sys.executable, "-c", TORCH, str(data), str(out)], cwd=root, env=env, capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stderr[-3000:]
+    t = json.loads(p.stdout.strip().splitlines()[-1])
+    assert (t["rd_steps"], t["gan_steps"], t["replicas"]) == (5, 4, 1)
+    assert json.loads((out / "checkpoint" / "gan" / "state.json").read_text())["step"] == 4
+    # One logged epoch of phase 1 (the resumed call found it done), two of phase 2.
+    assert [len((out / f"train_log_{k}.csv").read_text().splitlines()) for k in ("rd", "gan")] == [2, 3]
+    monkeypatch.setenv("CATCOMP_MODELS", str(tmp_path / "models"))
+    img = photo(40, 30)
+    back = np.asarray(catcomp.decompress(catcomp.compress(Image.fromarray(img), category="other", level=1)))
+    assert back.shape == (30, 40, 3) and np.abs(back.astype(int) - img).mean() < 100
