@@ -196,10 +196,12 @@ def make_strategy(kind="auto"):
     ``auto``: ``MultiWorkerMirroredStrategy`` when ``TF_CONFIG`` is set,
     ``MirroredStrategy`` when there are several GPUs, else the default
     (single-device) strategy. ``mirrored`` on a machine without GPUs mirrors
-    over the logical CPU devices (how the tests exercise this path). Other
-    Keras backends train on one device: ``auto`` and ``default`` only.
+    over the logical CPU devices (how the tests exercise this path). The
+    PyTorch backend trains on one device: ``auto`` and ``default`` only.
     """
-    if keras.backend.backend() != "tensorflow":
+    if keras.backend.backend() not in ("tensorflow", "torch"):
+        raise ValueError(f"catcomp trains under the tensorflow or torch Keras backend, not {keras.backend.backend()!r}")
+    if keras.backend.backend() == "torch":
         if kind not in ("auto", "default"):
             raise ValueError(f"strategy {kind!r} needs the TensorFlow backend (KERAS_BACKEND={keras.backend.backend()})")
         return _OneDevice()
