@@ -22,6 +22,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import RESULTS, load_rgb, write_json  # noqa: E402
 
+from catcomp.metrics import psnr  # noqa: E402
 from catcomp.transforms import CompressionModel, ModelConfig  # noqa: E402
 from catcomp.zoo import WEIGHTS, read_card  # noqa: E402
 
@@ -30,8 +31,7 @@ def mean_psnr(model, images, level) -> float:
     out = []
     for x in images:
         x_hat, _, _ = model(x[None], np.array([level], "float32"), training=False)
-        mse = float(np.mean((np.asarray(x_hat, dtype="float32")[0] - x) ** 2)) * 255.0**2
-        out.append(10 * np.log10(255.0**2 / max(mse, 1e-10)))
+        out.append(psnr(x * 255.0, np.asarray(x_hat, dtype="float32")[0] * 255.0))
     return float(np.mean(out))
 
 
