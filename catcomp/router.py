@@ -262,9 +262,11 @@ def calibrate_threshold(probs, labels, other=CATEGORIES.index("other")) -> float
     return best_t
 
 
-def evaluate(router: Router, x, y) -> dict:
-    """Accuracy, confusion matrix (rows true, columns routed) and per-class precision/recall."""
-    routed = np.array([router.classes.index(r.category) for r in router.decide(router.probabilities(x))])
+def evaluate(router: Router, x, y, probs=None) -> dict:
+    """Accuracy, confusion matrix (rows true, columns routed) and per-class precision/recall
+    of the router's decisions on views ``x`` (or on class probabilities ``probs``)."""
+    probs = router.probabilities(x) if probs is None else probs
+    routed = np.array([router.classes.index(r.category) for r in router.decide(probs)])
     k = len(router.classes)
     cm = np.zeros((k, k), dtype=int)
     np.add.at(cm, (y, routed), 1)
