@@ -49,10 +49,7 @@ def main(argv=None):
     heads = {s: [] for s in ("val", "test")}
     for seed in range(a.seeds):  # the --head-only recipe with other seeds
         keras.utils.set_random_seed(seed)
-        h = R.build_head(xt.shape[-1], len(r.classes))
-        h.get_layer(index=1).adapt(xt)
-        h.compile(keras.optimizers.Adam(1e-3), "sparse_categorical_crossentropy")
-        h.fit(xt, yt, batch_size=64, epochs=R.HEAD_EPOCHS, verbose=0)
+        h = R.fit_head(xt, yt, classes=len(r.classes))
         for s in heads:
             heads[s].append(h.predict(feats[s, False], verbose=0))
 

@@ -159,6 +159,17 @@ def build_head(features: int, classes=len(CATEGORIES)):
     return keras.Model(inp, out, name="codec_head")
 
 
+def fit_head(x, y, epochs=HEAD_EPOCHS, classes=len(CATEGORIES)):
+    """A :func:`build_head` classifier fitted on features ``x`` and labels ``y``."""
+    import keras
+
+    head = build_head(x.shape[-1], classes)
+    head.get_layer(index=1).adapt(x)
+    head.compile(keras.optimizers.Adam(1e-3), "sparse_categorical_crossentropy")
+    head.fit(x, y, batch_size=64, epochs=epochs, verbose=0)
+    return head
+
+
 def save_router(models: dict, out_dir: Path, card: dict) -> dict:
     """Write ``{file name: keras model}`` atomically and the card with every file's SHA-256."""
     from .atomic import save_weights_atomic
@@ -354,10 +365,7 @@ def train_codec_head(data, router_dir, views=HEAD_VIEWS, epochs=HEAD_EPOCHS, wei
 
     (vt, yt), (vv, yv) = splits["train"], splits["val"]
     xt = np.concatenate([feats(vt), feats(vt, flip=True)])
-    head = build_head(xt.shape[-1], len(CATEGORIES))
-    head.get_layer(index=1).adapt(xt)
-    head.compile(keras.optimizers.Adam(1e-3), "sparse_categorical_crossentropy")
-    head.fit(xt, np.concatenate([yt, yt]), batch_size=64, epochs=epochs, verbose=0)
+    head = fit_head(xt, np.concatenate([yt, yt]), epochs)
     card = read_card(d)
     card["codec_head"] = {
         "model": "general", "model_checksum": lm.card["checksum"], "views": list(views), "features": int(xt.shape[-1]),
