@@ -65,7 +65,7 @@ def main(argv=None):
     report = {"data": str(a.data), "router": r.card["files"], "variants": []}
     for name, fn in parts.items():
         for w in (0.3, 0.4, 0.5, 0.6, 0.7):
-            p = {s: (1 - w) * fn(s)[0] + w * fn(s)[1] for s in ("val", "test")}
+            p = {s: (1 - w) * c + w * h for s, (c, h) in ((s, fn(s)) for s in ("val", "test"))}
             r.threshold = R.calibrate_threshold(p["val"], y["val"])
             ev = {s: R.evaluate(r, None, y[s], p[s]) for s in p}
             row = {"variant": name, "head_weight": w, "threshold": round(r.threshold, 4),
