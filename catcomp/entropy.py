@@ -132,7 +132,12 @@ class EntropyTables:
     def from_bytes(cls, data: bytes) -> "EntropyTables":
         with np.load(io.BytesIO(data), allow_pickle=False) as z:
             t = cls(*(z[k].astype(np.int32) for k in ("q_min", "sizes", "counts")), z["choice"].astype(np.uint8))
-        if t.choice.ndim != 3 or t.choice.shape[1:] != (NUM_CONTEXTS, t.q_min.shape[1]) or t.choice.max() >= len(t.q_min):
+        if t.choice.ndim == 3 and t.choice.shape[1] != NUM_CONTEXTS:
+            raise ValueError(
+                f"entropy tables: made for {t.choice.shape[1]} contexts, this catcomp codes with {NUM_CONTEXTS}; "
+                "rebuild them with `catcomp train CATEGORY --tables-only --out MODEL_DIR`"
+            )
+        if t.choice.ndim != 3 or t.choice.shape[2] != t.q_min.shape[1] or t.choice.max() >= len(t.q_min):
             raise ValueError("entropy tables: inconsistent table choice")
         return t
 
@@ -165,19 +170,25 @@ def level_index(level: float, num_levels: int) -> int:
 
 # --- contexts -----------------------------------------------------------------
 #
-# The latent is coded in three passes. A pass's contexts depend only on values of
-# earlier passes, so the decoder derives exactly the contexts the encoder used
-# (integer sums compared with fixed thresholds; no floating point):
-#   1. anchors (row + column even), first half of the channels: context 0;
-#   2. anchors, second half: contexts 1..8, by the activity of the first half at
-#      the same position and its 4 diagonal (anchor) neighbours;
-#   3. the other positions, all channels: contexts 9..40, by the magnitude of the
-#      4 neighbours (all anchors) in the same channel and their activity over all
-#      channels (the checkerboard idea of He et al. 2021, with counted contexts).
+# Latent positions are of three kinds: A (row and column even), B (both odd) and
+# N (the rest). The latent is coded in eight passes: A in four channel quarters,
+# then B in two channel halves, then N in two halves (_PASSES). A value's context
+# is counted only from values of earlier passes, so the decoder derives exactly
+# the contexts the encoder used (integer sums compared with fixed thresholds; no
+# floating point). Two means of |q| are bucketed, each against 7 thresholds:
+#   - b1, the value's own channel over its already-coded 3 x 3 neighbours: for B
+#     the 4 diagonal A's, for N the 4 direct A/B neighbours (A has none);
+#   - b2, every channel over the already-coded values of the 3 x 3 window, its
+#     own position included (the channel groups coded there before it).
+# Contexts: A: b2 (0-7); B: 8 + 8 b1 + b2 (8-71); N: 72 + 8 b1 + b2 (72-135).
+# (Checkerboard and channel groups: He et al. 2021, He et al. 2022 "ELIC";
+# here with counted contexts instead of a learned network.)
 
-_ACTIVITY = np.array([0.05, 0.1, 0.2, 0.35, 0.6, 1.0, 1.8])  # mean |q| per value read
-_NEIGHBOURS = np.array([1, 3, 8])  # sum of |q| over the 4 neighbours
-NUM_CONTEXTS = 1 + 8 + 4 * 8
+#: (kind, first channel quarter, end channel quarter) of each pass, in coding order.
+_PASSES = ((0, 0, 1), (0, 1, 2), (0, 2, 3), (0, 3, 4), (1, 0, 2), (1, 2, 4), (2, 0, 2), (2, 2, 4))
+_MEAN_SAME = np.array([3, 7, 12, 20, 32, 50, 80])  # thresholds x 20 on the mean |q| of b1
+_MEAN_ALL = np.array([1, 2, 4, 7, 12, 20, 36])  # and of b2
+NUM_CONTEXTS = 8 + 2 * 64
 #: Values coded per vectorized block (bounds the encoder's and decoder's work arrays).
 BLOCK = 1 << 20
 
@@ -187,8 +198,15 @@ def _per_block(unit: int) -> int:
     return max(1, BLOCK // max(unit, 1))
 
 
-def _anchor(h: int, w: int, row0: int = 0) -> np.ndarray:
-    return (np.arange(row0, row0 + h)[:, None] + np.arange(w)[None, :]) % 2 == 0
+def _kinds(h: int, w: int, row0: int = 0) -> np.ndarray:
+    """Kind of each position of rows ``row0``...: 0 = A, 1 = B, 2 = N."""
+    r, c = np.arange(row0, row0 + h)[:, None] % 2, np.arange(w)[None, :] % 2
+    return np.where(r == c, r, 2)
+
+
+def _channels(i: int, C: int) -> range:
+    _, a, b = _PASSES[i]
+    return range(C * a // 4, C * b // 4)
 
 
 def _passes(h: int, w: int, C: int):
@@ -196,48 +214,77 @@ def _passes(h: int, w: int, C: int):
 
     A pass's channels come in consecutive blocks of at most about BLOCK values, so
     that coding a very large latent never holds per-value work arrays for a whole pass."""
-    a = _anchor(h, w).ravel()
-    anchors, others = np.flatnonzero(a), np.flatnonzero(~a)
+    kinds = _kinds(h, w).ravel()
     out = []
-    for i, (positions, channels) in enumerate([(anchors, range(C // 2)), (anchors, range(C // 2, C)), (others, range(C))]):
+    for i, (kind, _, _) in enumerate(_PASSES):
+        positions, channels = np.flatnonzero(kinds == kind), _channels(i, C)
         step = _per_block(len(positions))
         out += [(i, positions, channels[k : k + step]) for k in range(0, len(channels), step)]
     return out
 
 
-def context_ids(q: np.ndarray) -> np.ndarray:
-    """The context of every value of latent ``q`` (h, w, C), shape (h * w, C), int8.
+def context_ids(q: np.ndarray, i: int) -> np.ndarray:
+    """The contexts of pass ``i``'s channels at every position of latent ``q``
+    (h, w, C), shape (h * w, C), uint8 (other channels 0).
 
-    Only anchor values are read (only first-half channels for pass 2), so on a
-    partly decoded latent it already gives the contexts of the next pass. Worked
-    out in bands of rows of about BLOCK values, each with one row of its
-    neighbours on either side, so a very large latent needs no whole-latent
-    work arrays."""
+    Only values of passes before ``i`` are read, so the full latent and one
+    decoded up to pass ``i`` give the same contexts. Worked out in bands of
+    rows of about BLOCK values, each with one row of its neighbours on either
+    side, so a very large latent needs no whole-latent work arrays."""
     h, w, C = q.shape
-    ctx = np.empty((h, w, C), dtype=np.int8)
+    ctx = np.zeros((h, w, C), dtype=np.uint8)
     rows = _per_block(w * C)
     for r0 in range(0, h, rows):
         r1 = min(h, r0 + rows)
         lo = max(0, r0 - 1)
-        ctx[r0:r1] = _band_contexts(q[lo : min(h, r1 + 1)], lo)[r0 - lo : r1 - lo]
+        ctx[r0:r1] = _band_contexts(q[lo : min(h, r1 + 1)], lo, i)[r0 - lo : r1 - lo]
     return ctx.reshape(h * w, C)
 
 
-def _band_contexts(q: np.ndarray, row0: int) -> np.ndarray:
-    """Contexts of rows ``row0``... of the latent, given as ``q``; its first and
-    last rows are right only where they are the latent's own edge."""
+def all_contexts(q: np.ndarray) -> np.ndarray:
+    """The context of every value of latent ``q`` (h, w, C), shape (h * w, C)."""
     h, w, C = q.shape
-    half, anchor = C // 2, _anchor(h, w, row0)
-    # |q| capped at 2**16 (far above every threshold): the sums fit int32 whatever the values.
-    a = np.where(anchor[..., None], np.minimum(np.abs(q), 1 << 16), 0).astype(np.int32)
-    p = np.pad(a, ((1, 1), (1, 1), (0, 0)))
-    n4 = p[:-2, 1:-1] + p[2:, 1:-1] + p[1:-1, :-2] + p[1:-1, 2:]
-    s = np.pad(a[..., :half].sum(-1), 1)
-    s5 = s[1:-1, 1:-1] + s[:-2, :-2] + s[:-2, 2:] + s[2:, :-2] + s[2:, 2:]
-    ctx = (9 + 8 * np.searchsorted(_NEIGHBOURS, n4, side="right")).astype(np.int8)  # < NUM_CONTEXTS
-    ctx += np.searchsorted(_ACTIVITY * (4 * C), n4.sum(-1), side="right")[..., None]
-    ctx[anchor, half:] = 1 + np.searchsorted(_ACTIVITY * (5 * half), s5[anchor], side="right")[:, None]
-    ctx[anchor, :half] = 0
+    kinds = _kinds(h, w).ravel()
+    ctx = np.zeros((h * w, C), dtype=np.uint8)
+    for i, (kind, _, _) in enumerate(_PASSES):
+        at, cs = kinds == kind, _channels(i, C)
+        ctx[at, cs.start : cs.stop] = context_ids(q, i)[at, cs.start : cs.stop]
+    return ctx
+
+
+def _box(a: np.ndarray) -> np.ndarray:
+    """Sums over each 3 x 3 window of the first two axes (zeros outside)."""
+    h, w = a.shape[:2]
+    p = np.pad(a, ((1, 1), (1, 1)) + ((0, 0),) * (a.ndim - 2))
+    return sum(p[y : y + h, x : x + w] for y in range(3) for x in range(3))
+
+
+def _buckets(s: np.ndarray, n: np.ndarray, thresholds: np.ndarray) -> np.ndarray:
+    """How many ``thresholds / 20`` the mean ``s / n`` reaches; 0 where ``n`` is 0."""
+    b = sum((20 * s >= t * n).astype(np.uint8) for t in thresholds)
+    return np.where(n > 0, b, 0).astype(np.uint8)
+
+
+def _band_contexts(q: np.ndarray, row0: int, i: int) -> np.ndarray:
+    """Pass ``i``'s contexts of rows ``row0``... of the latent, given as ``q``; its
+    first and last rows are right only where they are the latent's own edge."""
+    h, w, C = q.shape
+    kind, cs = _PASSES[i][0], _channels(i, C)
+    before = np.zeros((3, C), dtype=bool)  # per kind and channel: coded before pass i
+    for k, (kk, _, _) in enumerate(_PASSES[:i]):
+        before[kk, _channels(k, C).start : _channels(k, C).stop] = True
+    kinds = _kinds(h, w, row0)
+    # |q| capped at 2**16 (far above every threshold): 20 x any sum of 8 of them fits int32,
+    # and the all-channel sums are taken in int64.
+    a = np.minimum(np.abs(q), 1 << 16).astype(np.int32) * before[kinds]
+    b2 = _buckets(_box(a.sum(-1, dtype=np.int64)), _box(before.sum(-1)[kinds]), _MEAN_ALL)[..., None]
+    ctx = np.zeros((h, w, C), dtype=np.uint8)
+    if kind == 0:
+        ctx[..., cs.start : cs.stop] = b2
+    else:
+        n1 = _box((kinds < kind).astype(np.int64))[..., None]  # same-channel neighbours coded before
+        b1 = _buckets(_box(a[..., cs.start : cs.stop]), n1, _MEAN_SAME)
+        ctx[..., cs.start : cs.stop] = 8 + 64 * (kind - 1) + 8 * b1 + b2
     return ctx
 
 
@@ -342,12 +389,11 @@ def fit_choice(tables: EntropyTables, gains: np.ndarray, latents, prior: float =
     V = 2 * radius + 1
     choice = np.empty_like(tables.choice)
     for j in range(len(gains)):
-        hist = np.zeros(NUM_CONTEXTS * C * V, dtype=np.float64)
+        idx = []
         for y in latents:
             q = np.clip(np.rint(y * gains[j]), -radius, radius).astype(np.int64)
-            idx = (context_ids(q).astype(np.int64) * C + np.arange(C)) * V + q.reshape(-1, C) + radius
-            hist += np.bincount(idx.ravel(), minlength=hist.size)
-        hist = hist.reshape(NUM_CONTEXTS, C, V)
+            idx.append(((all_contexts(q).astype(np.int64) * C + np.arange(C)) * V + q.reshape(-1, C) + radius).ravel())
+        hist = np.bincount(np.concatenate(idx), minlength=NUM_CONTEXTS * C * V).astype(np.float64).reshape(NUM_CONTEXTS, C, V)
         overall = hist.sum(0, keepdims=True)
         hist += prior * overall / np.maximum(overall.sum(-1, keepdims=True), 1)
         bits = np.matmul(hist.transpose(1, 0, 2).astype(np.float32), costs.transpose(0, 2, 1))  # (C, X, K)
@@ -387,10 +433,12 @@ def encode_symbols(q: np.ndarray, tables: EntropyTables, j: int) -> bytes:
     coding order), then the ANS stream as little-endian uint32 words.
     """
     h, w, C = q.shape
-    ctx = context_ids(q)
     flat = np.asarray(q).reshape(-1, C)
     escapes, n_esc, runs = bytearray(), 0, []
-    for _, positions, channels in _passes(h, w, C):
+    done = -1
+    for i, positions, channels in _passes(h, w, C):
+        if i != done:  # a new pass: its contexts
+            ctx, done = context_ids(q, i), i
         pos, ch, rows, lo, n, bounds = _groups(ctx, positions, channels, tables, j)
         v = flat[pos, ch].astype(np.int64)
         sym = v - lo + 1
@@ -434,11 +482,10 @@ def _decode_words(words, esc, shape, tables, j):
     flat = q.reshape(-1, C)  # a view: decoded values land in q
     esc = np.asarray(esc, dtype=np.int64)
     used = 0
-    ctx = np.zeros((h * w, C), dtype=np.int8)  # pass 1 is all context 0
-    done = 0
+    done = -1
     for i, positions, channels in _passes(h, w, C):
-        if i > done:  # a new pass: contexts from the passes decoded so far
-            ctx, done = context_ids(q), i
+        if i != done:  # a new pass: contexts from the passes decoded so far
+            ctx, done = context_ids(q, i), i
         pos, ch, rows, lo, n, bounds = _groups(ctx, positions, channels, tables, j)
         runs = [coder.decode(tables.model(rows[s], ch[s]), int(e - s)) for s, e in zip(bounds[:-1], bounds[1:])]
         sym = np.concatenate(runs).astype(np.int64) if runs else np.zeros(0, np.int64)

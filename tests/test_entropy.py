@@ -7,6 +7,7 @@ from catcomp.entropy import (
     NUM_CONTEXTS,
     PRECISION,
     EntropyTables,
+    all_contexts,
     context_ids,
     decode_symbols,
     encode_symbols,
@@ -46,10 +47,10 @@ def test_coding_in_small_channel_blocks_writes_the_same_bytes(tables, monkeypatc
     rng = np.random.default_rng(2)
     q = rng.integers(-6, 7, size=(9, 11, tables.q_min.shape[1]))
     q[3, 3, -1] = 50_000  # an escape inside the last block
-    whole, ctx = encode_symbols(q, tables, 60), context_ids(q)
+    whole, ctx = encode_symbols(q, tables, 60), all_contexts(q)
     monkeypatch.setattr(entropy, "BLOCK", 7)  # blocks of one channel, contexts a row at a time
-    assert np.array_equal(context_ids(q), ctx)
-    assert len(entropy._passes(9, 11, q.shape[2])) == 2 * q.shape[2]
+    assert np.array_equal(all_contexts(q), ctx)
+    assert len(entropy._passes(9, 11, q.shape[2])) == 3 * q.shape[2]  # each channel once per position kind
     assert encode_symbols(q, tables, 60) == whole
     assert np.array_equal(decode_symbols(whole, q.shape, tables, 60), q)
 
@@ -73,19 +74,31 @@ def test_truncated_escape_list_is_an_error(tables):
 
 
 def test_contexts_of_a_pass_read_only_values_coded_before_it():
+    from catcomp.entropy import _PASSES, _channels, _kinds
+
     rng = np.random.default_rng(2)
-    q = rng.integers(-5, 6, size=(6, 7, 8))
-    anchor = (np.arange(6)[:, None] + np.arange(7)) % 2 == 0
-    ctx = context_ids(q).reshape(6, 7, 8)
-    assert (ctx[anchor][:, :4] == 0).all() and (ctx[anchor][:, 4:] >= 1).all() and (ctx[~anchor] >= 9).all()
-    later = q.copy()
-    later[~anchor] = rng.integers(-50, 50, size=later[~anchor].shape)  # pass 3 values
-    later[anchor, 4:] += 7  # pass 2 values
-    moved = context_ids(later).reshape(6, 7, 8)
-    assert np.array_equal(moved[anchor], ctx[anchor])  # passes 1 and 2 see only pass 1 values
+    h, w, C = 6, 7, 8
+    q = rng.integers(-5, 6, size=(h, w, C))
+    kinds = _kinds(h, w)
+    for i, (kind, _, _) in enumerate(_PASSES):
+        later = q.copy()
+        for k, (kk, _, _) in enumerate(_PASSES[i:], start=i):  # change this pass and every later one
+            later[kinds == kk, _channels(k, C).start : _channels(k, C).stop] = rng.integers(-50, 50)
+        cs = slice(_channels(i, C).start, _channels(i, C).stop)
+        assert np.array_equal(context_ids(later, i)[:, cs], context_ids(q, i)[:, cs])
+        # and a decoder that has only the earlier passes (zeros elsewhere) derives the same
+        partial = np.zeros_like(q)
+        for k, (kk, _, _) in enumerate(_PASSES[:i]):
+            partial[kinds == kk, _channels(k, C).start : _channels(k, C).stop] = q[kinds == kk, _channels(k, C).start : _channels(k, C).stop]
+        assert np.array_equal(context_ids(partial, i)[:, cs], context_ids(q, i)[:, cs])
+    ctx = all_contexts(q).reshape(h, w, C)
+    assert (ctx[kinds == 0][:, : C // 4] == 0).all()  # the first pass has nothing to read
+    assert (ctx[kinds == 0] < 8).all() and ((ctx[kinds == 1] >= 8) & (ctx[kinds == 1] < 72)).all() and (ctx[kinds == 2] >= 72).all()
     busy = q.copy()
-    busy[anchor] = 40  # large anchors: pass 3 contexts move to the busiest bucket
-    assert (context_ids(busy).reshape(6, 7, 8)[~anchor] == NUM_CONTEXTS - 1).all()
+    busy[kinds < 2] = 40  # large A and B values: every N context moves to the busiest bucket
+    assert (all_contexts(busy).reshape(h, w, C)[kinds == 2] == NUM_CONTEXTS - 1).all()
+    quiet = np.zeros_like(q)
+    assert (all_contexts(quiet).reshape(h, w, C)[kinds == 2] == 72).all()
 
 
 def test_fitted_choice_gives_quiet_contexts_narrow_tables_and_saves_bytes(tables):
@@ -100,7 +113,7 @@ def test_fitted_choice_gives_quiet_contexts_narrow_tables_and_saves_bytes(tables
         y[:, :6] *= 0.02  # flat left half
         latents.append(y.astype(np.float32))
     choice = fit_choice(tables, gains, latents)
-    quiet, busy = choice[0, 9], choice[0, NUM_CONTEXTS - 1]  # pass 3: zero neighbours vs the busiest ones
+    quiet, busy = choice[0, 72], choice[0, NUM_CONTEXTS - 1]  # N positions: zero neighbours vs the busiest ones
     assert (quiet <= busy).all() and (quiet < busy).mean() > 0.5
     fitted = EntropyTables(tables.q_min, tables.sizes, tables.counts, np.repeat(choice[:1], tables.num_positions, 0))
     q = np.rint(latents[0]).astype(np.int64)

@@ -118,7 +118,7 @@ def test_codec_head_mixes_with_the_cnn_and_is_tied_to_the_general_model(installe
     cnn_only = load_router()
     card = train_codec_head(data, models / "router", views=(16, 32), epochs=30, log=lambda *a: None)
     head = dict(card["codec_head"])
-    assert head["model_checksum"] == load_model("general").card["checksum"] and head["features"] == 2 * 2 * (3 * 8 + 8)  # two views, |mean| and std of 3 GDN taps and the latent
+    assert head["model_weights_sha256"] == load_model("general").card["files"]["model.weights.h5"] and head["features"] == 2 * 2 * (3 * 8 + 8)  # two views, |mean| and std of 3 GDN taps and the latent
     assert set(card["files"]) == {"router.weights.h5", "codec_head.weights.h5"}
     assert card["test"]["accuracy"] >= 0.8 and set(card["cnn_only"]) == {"val", "test"}
 
@@ -132,14 +132,14 @@ def test_codec_head_mixes_with_the_cnn_and_is_tied_to_the_general_model(installe
     assert [r.category for r in router.route(images)] == [r.category for r in router.decide(mixed)]
 
     # a head trained on another general model is not used: the CNN routes alone, with its own threshold
-    card["codec_head"]["model_checksum"] = "0" * 16
+    card["codec_head"]["model_weights_sha256"] = "0" * 64
     (models / "router" / "card.json").write_text(json.dumps(card))
-    with pytest.warns(UserWarning, match="codec head was trained on general model 0000"):
+    with pytest.warns(UserWarning, match="codec head was trained on general model weights 0000"):
         stale = load_router()
     assert stale.head is None and stale.threshold == head["cnn_threshold"]
     assert np.allclose(stale.probabilities(views[32]), cnn_only.probabilities(views[32]))
 
-    card["codec_head"]["model_checksum"] = head["model_checksum"]
+    card["codec_head"]["model_weights_sha256"] = head["model_weights_sha256"]
     (models / "router" / "card.json").write_text(json.dumps(card))
     (models / "router" / "codec_head.weights.h5").write_bytes(b"tampered")
     with pytest.raises(ModelError, match="codec_head.weights.h5"):
