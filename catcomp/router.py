@@ -209,9 +209,9 @@ def _load(directory: str, stamp: tuple, head=True) -> Router:
     if not (head and ch):
         return Router(model, cnn_card)
     lm = load_model(ch["model"])
-    installed = _analysis_sha(lm.card)
-    if installed != ch["model_weights_sha256"]:  # the head reads the weights only: new coding tables do not matter
-        warnings.warn(f"{d}: the router's codec head was trained on {ch['model']} model weights {ch['model_weights_sha256'][:16]}, but "
+    installed, trained_on = _weights_sha(lm.card), ch.get("model_weights_sha256", "unknown")  # older heads recorded no weights hash
+    if installed != trained_on:  # the head reads the weights only: new coding tables do not matter
+        warnings.warn(f"{d}: the router's codec head was trained on {ch['model']} model weights {trained_on[:16]}, but "
                       f"{installed[:16]} are installed, so the CNN routes alone (retrain the head: "
                       "python -m catcomp.router --data DATA --head-only)", stacklevel=2)
         return Router(model, cnn_card)
@@ -219,7 +219,7 @@ def _load(directory: str, stamp: tuple, head=True) -> Router:
     return Router(model, card, head_model, codec_features(lm.model.analysis))
 
 
-def _analysis_sha(card: dict) -> str:
+def _weights_sha(card: dict) -> str:
     """SHA-256 of a model's weights, from its card."""
     from .zoo import WEIGHTS
 
@@ -376,7 +376,7 @@ def train_codec_head(data, router_dir, views=HEAD_VIEWS, epochs=HEAD_EPOCHS, wei
     head = fit_head(xt, np.concatenate([yt, yt]), epochs)
     card = read_card(d)
     card["codec_head"] = {
-        "model": "general", "model_weights_sha256": _analysis_sha(lm.card), "views": list(views), "features": int(xt.shape[-1]),
+        "model": "general", "model_weights_sha256": _weights_sha(lm.card), "views": list(views), "features": int(xt.shape[-1]),
         "weight": weight, "epochs": epochs, "cnn_threshold": cnn.threshold, "fit_splits": ["train"], "seconds": round(time.time() - t0),
         "note": "linear classifier on log mean |activation| and log std of each channel after every GDN of the general "
                 "model's analysis transform and of its latent, at each view; its probabilities are mixed with the CNN's",
