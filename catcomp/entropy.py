@@ -10,11 +10,13 @@ For coding, :func:`build_tables` evaluates that density once, after training,
 into integer frequency tables on a grid of gains per channel, and
 :func:`fit_choice` picks, from training latents, which table codes each knob
 position (a grid of ``LEVEL_STEP``), channel and *context*: each value's
-context is counted from already-coded neighbours (:func:`context_ids`), so
+context is its magnitude as predicted from already-coded neighbours
+(:func:`context_ids`, with a linear predictor :func:`fit_predictor` fits), so
 a value in a busy region gets a wide table and one in a flat region a narrow
 one. Everything is saved next to the weights and loaded as integers, so the
 encoder and any decoder use bit-identical models whatever the machine or
-thread count; no float arithmetic touches the entropy-decoding path. The
+thread count; the decoding path computes only with exact integers (the
+contexts' weighted sums in float64, where integers below 2**53 are exact). The
 coder itself is constriction's ANS coder.
 """
 
@@ -106,14 +108,16 @@ class EntropyTables:
     plus two escapes (index 0: below the range, last index: above it), with
     frequencies ``counts[starts[k, c] : starts[k, c] + sizes[k, c]]``.
     ``choice[j, x, c]`` is the row used at knob position ``j`` in context ``x``
-    (:func:`context_ids`): a context that predicts small values picks a row
-    with a smaller gain, i.e. a narrower distribution.
+    (:func:`context_ids`, which buckets the magnitude that ``predictor``
+    predicts): a context that predicts small values picks a row with a smaller
+    gain, i.e. a narrower distribution.
     """
 
     q_min: np.ndarray  # (K, C) int32
     sizes: np.ndarray  # (K, C) int32, alphabet size including the 2 escapes
     counts: np.ndarray  # (total,) int32, each table sums to 2**PRECISION
     choice: np.ndarray  # (J, NUM_CONTEXTS, C) uint8
+    predictor: np.ndarray  # (passes, C, C) int16, see fit_predictor
 
     def __post_init__(self):
         self.starts = np.concatenate([[0], np.cumsum(self.sizes.ravel())[:-1]]).reshape(self.sizes.shape)
@@ -125,20 +129,25 @@ class EntropyTables:
 
     def to_bytes(self) -> bytes:
         buf = io.BytesIO()
-        np.savez_compressed(buf, q_min=self.q_min, sizes=self.sizes, counts=self.counts, choice=self.choice)
+        np.savez_compressed(buf, q_min=self.q_min, sizes=self.sizes, counts=self.counts, choice=self.choice, predictor=self.predictor)
         return buf.getvalue()
 
     @classmethod
     def from_bytes(cls, data: bytes) -> "EntropyTables":
         with np.load(io.BytesIO(data), allow_pickle=False) as z:
-            t = cls(*(z[k].astype(np.int32) for k in ("q_min", "sizes", "counts")), z["choice"].astype(np.uint8))
-        if t.choice.ndim == 3 and t.choice.shape[1] != NUM_CONTEXTS:
-            raise ValueError(
-                f"entropy tables: made for {t.choice.shape[1]} contexts, this catcomp codes with {NUM_CONTEXTS}; "
-                "rebuild them with `catcomp train CATEGORY --tables-only --out MODEL_DIR`"
-            )
-        if t.choice.ndim != 3 or t.choice.shape[2] != t.q_min.shape[1] or t.choice.max() >= len(t.q_min):
+            choice = z["choice"].astype(np.uint8)
+            if choice.ndim == 3 and (choice.shape[1] != NUM_CONTEXTS or "predictor" not in z.files):
+                raise ValueError(
+                    f"entropy tables: made for an older context model ({choice.shape[1]} contexts), this catcomp codes "
+                    f"with {NUM_CONTEXTS} predicted-magnitude contexts; rebuild them with "
+                    "`catcomp train CATEGORY --tables-only --out MODEL_DIR`"
+                )
+            t = cls(*(z[k].astype(np.int32) for k in ("q_min", "sizes", "counts")), choice, z["predictor"].astype(np.int16))
+        C = t.q_min.shape[1]
+        if t.choice.ndim != 3 or t.choice.shape[2] != C or t.choice.max() >= len(t.q_min):
             raise ValueError("entropy tables: inconsistent table choice")
+        if t.predictor.shape != (len(_PASSES), C, C):
+            raise ValueError("entropy tables: inconsistent context predictor")
         return t
 
     def model(self, k: int, c: int):
@@ -173,22 +182,30 @@ def level_index(level: float, num_levels: int) -> int:
 # Latent positions are of three kinds: A (row and column even), B (both odd) and
 # N (the rest). The latent is coded in eight passes: A in four channel quarters,
 # then B in two channel halves, then N in two halves (_PASSES). A value's context
-# is counted only from values of earlier passes, so the decoder derives exactly
-# the contexts the encoder used (integer sums compared with fixed thresholds; no
-# floating point). Two means of |q| are bucketed, each against 7 thresholds:
-#   - b1, the value's own channel over its already-coded 3 x 3 neighbours: for B
-#     the 4 diagonal A's, for N the 4 direct A/B neighbours (A has none);
-#   - b2, every channel over the already-coded values of the 3 x 3 window, its
-#     own position included (the channel groups coded there before it).
-# Contexts: A: b2 (0-7); B: 8 + 8 b1 + b2 (8-71); N: 72 + 8 b1 + b2 (72-135).
-# (Checkerboard and channel groups: He et al. 2021, He et al. 2022 "ELIC";
-# here with counted contexts instead of a learned network.)
+# is its predicted magnitude, bucketed: a linear function (the tables'
+# ``predictor``, fitted on training latents by :func:`fit_predictor`) of the mean
+# |q| of every channel over the values of the 3 x 3 window around it (its own
+# position included) that earlier passes coded. So the decoder derives exactly
+# the contexts the encoder used, and in exact integer arithmetic: each mean is an
+# integer times 1/2520 (2520 = lcm(1..9)), the weights are integers (x 2**12), and
+# the weighted sums, taken as float64 for speed, are integers below 2**53, which
+# float64 adds exactly in any order. Contexts: kind x NUM_BUCKETS + bucket.
+# (Checkerboard and channel groups: He et al. 2021, He et al. 2022 "ELIC"; the
+# predicted scale plays the part of their context network, here linear and counted.)
 
 #: (kind, first channel quarter, end channel quarter) of each pass, in coding order.
 _PASSES = ((0, 0, 1), (0, 1, 2), (0, 2, 3), (0, 3, 4), (1, 0, 2), (1, 2, 4), (2, 0, 2), (2, 2, 4))
-_MEAN_SAME = np.array([3, 7, 12, 20, 32, 50, 80])  # thresholds x 20 on the mean |q| of b1
-_MEAN_ALL = np.array([1, 2, 4, 7, 12, 20, 36])  # and of b2
-NUM_CONTEXTS = 8 + 2 * 64
+NUM_BUCKETS = 24
+NUM_CONTEXTS = 3 * NUM_BUCKETS
+_CAP = 4095  # |q| is counted at most this (far above every threshold)
+_MEAN = 2520  # lcm(1..9): _MEAN x the mean of 1-9 integers is an integer
+WEIGHT_BITS = 12  # predictor weights are integers, x 2**WEIGHT_BITS
+#: Bucket edges of the predicted |q| in the units of the weighted sums (_MEAN x 2**WEIGHT_BITS):
+#: 0.02 .. 12 in 22 geometric steps, rounded (np.rint(np.geomspace(0.02, 12, 23) * 2520 * 4096)).
+_EDGES = np.array([
+    206438, 276102, 369275, 493889, 660555, 883463, 1181594, 1580330, 2113622, 2826877, 3780824, 5056687,
+    6763098, 9045349, 12097759, 16180224, 21640342, 28943012, 38710014, 51772952, 69244061, 92610906, 123863040,
+], dtype=np.float64)  # fmt: skip
 #: Values coded per vectorized block (bounds the encoder's and decoder's work arrays).
 BLOCK = 1 << 20
 
@@ -198,9 +215,9 @@ def _per_block(unit: int) -> int:
     return max(1, BLOCK // max(unit, 1))
 
 
-def _kinds(h: int, w: int, row0: int = 0) -> np.ndarray:
-    """Kind of each position of rows ``row0``...: 0 = A, 1 = B, 2 = N."""
-    r, c = np.arange(row0, row0 + h)[:, None] % 2, np.arange(w)[None, :] % 2
+def _kinds(h: int, w: int) -> np.ndarray:
+    """Kind of each position: 0 = A, 1 = B, 2 = N."""
+    r, c = np.arange(h)[:, None] % 2, np.arange(w)[None, :] % 2
     return np.where(r == c, r, 2)
 
 
@@ -209,93 +226,99 @@ def _channels(i: int, C: int) -> range:
     return range(C * a // 4, C * b // 4)
 
 
+def _positions(h: int, w: int, i: int) -> np.ndarray:
+    """Flat positions of pass ``i``'s kind, in scan order."""
+    return np.flatnonzero(_kinds(h, w).ravel() == _PASSES[i][0])
+
+
 def _passes(h: int, w: int, C: int):
     """(pass index, flat positions, channel range) in coding order.
 
     A pass's channels come in consecutive blocks of at most about BLOCK values, so
     that coding a very large latent never holds per-value work arrays for a whole pass."""
-    kinds = _kinds(h, w).ravel()
     out = []
-    for i, (kind, _, _) in enumerate(_PASSES):
-        positions, channels = np.flatnonzero(kinds == kind), _channels(i, C)
+    for i in range(len(_PASSES)):
+        positions, channels = _positions(h, w, i), _channels(i, C)
         step = _per_block(len(positions))
         out += [(i, positions, channels[k : k + step]) for k in range(0, len(channels), step)]
     return out
 
 
-def context_ids(q: np.ndarray, i: int) -> np.ndarray:
-    """The contexts of pass ``i``'s channels at every position of latent ``q``
-    (h, w, C), shape (h * w, C), uint8 (other channels 0).
+def _window_means(q: np.ndarray, i: int, positions: np.ndarray) -> np.ndarray:
+    """_MEAN x the mean |q| of each channel over its values coded before pass ``i``
+    in the 3 x 3 window around each of ``positions``, shape (n, C) int64 (0 where none)."""
+    h, w, C = q.shape
+    before = np.zeros((3, C), dtype=bool)  # per kind and channel: coded before pass i
+    for k, (kind, _, _) in enumerate(_PASSES[:i]):
+        before[kind, _channels(k, C).start : _channels(k, C).stop] = True
+    ys, xs = np.divmod(positions, w)
+    s = np.zeros((len(positions), C), dtype=np.int64)
+    n = np.zeros((len(positions), C), dtype=np.int64)
+    for dy in (-1, 0, 1):
+        for dx in (-1, 0, 1):
+            y, x = ys + dy, xs + dx
+            inside = (y >= 0) & (y < h) & (x >= 0) & (x < w)
+            y, x = np.clip(y, 0, h - 1), np.clip(x, 0, w - 1)
+            coded = before[np.where(y % 2 == x % 2, y % 2, 2)] & inside[:, None]
+            s += np.minimum(np.abs(q[y, x]), _CAP) * coded
+            n += coded
+    return s * (_MEAN // np.maximum(n, 1))
+
+
+def context_ids(q: np.ndarray, i: int, predictor: np.ndarray) -> np.ndarray:
+    """The contexts of pass ``i``'s values of latent ``q`` (h, w, C), shape
+    (positions of the pass's kind in scan order, the pass's channels), uint8.
 
     Only values of passes before ``i`` are read, so the full latent and one
-    decoded up to pass ``i`` give the same contexts. Worked out in bands of
-    rows of about BLOCK values, each with one row of its neighbours on either
-    side, so a very large latent needs no whole-latent work arrays."""
+    decoded up to pass ``i`` give the same contexts. Worked out for blocks of
+    about BLOCK values, so a very large latent needs no whole-latent work arrays."""
     h, w, C = q.shape
-    ctx = np.zeros((h, w, C), dtype=np.uint8)
-    rows = _per_block(w * C)
-    for r0 in range(0, h, rows):
-        r1 = min(h, r0 + rows)
-        lo = max(0, r0 - 1)
-        ctx[r0:r1] = _band_contexts(q[lo : min(h, r1 + 1)], lo, i)[r0 - lo : r1 - lo]
-    return ctx.reshape(h * w, C)
+    cs, positions = _channels(i, C), _positions(h, w, i)
+    weights = predictor[i][:, cs.start : cs.stop].astype(np.float64)
+    out = np.empty((len(positions), len(cs)), dtype=np.uint8)
+    step = _per_block(C)
+    for k in range(0, len(positions), step):
+        pred = _window_means(q, i, positions[k : k + step]).astype(np.float64) @ weights  # exact integers
+        out[k : k + step] = _PASSES[i][0] * NUM_BUCKETS + np.searchsorted(_EDGES, pred, side="right")
+    return out
 
 
-def all_contexts(q: np.ndarray) -> np.ndarray:
+def all_contexts(q: np.ndarray, predictor: np.ndarray) -> np.ndarray:
     """The context of every value of latent ``q`` (h, w, C), shape (h * w, C)."""
     h, w, C = q.shape
-    kinds = _kinds(h, w).ravel()
     ctx = np.zeros((h * w, C), dtype=np.uint8)
-    for i, (kind, _, _) in enumerate(_PASSES):
-        at, cs = kinds == kind, _channels(i, C)
-        ctx[at, cs.start : cs.stop] = context_ids(q, i)[at, cs.start : cs.stop]
+    for i in range(len(_PASSES)):
+        cs = _channels(i, C)
+        ctx[_positions(h, w, i), cs.start : cs.stop] = context_ids(q, i, predictor)
     return ctx
 
 
-def _box(a: np.ndarray) -> np.ndarray:
-    """Sums over each 3 x 3 window of the first two axes (zeros outside)."""
-    h, w = a.shape[:2]
-    p = np.pad(a, ((1, 1), (1, 1)) + ((0, 0),) * (a.ndim - 2))
-    return sum(p[y : y + h, x : x + w] for y in range(3) for x in range(3))
-
-
-def _buckets(s: np.ndarray, n: np.ndarray, thresholds: np.ndarray) -> np.ndarray:
-    """How many ``thresholds / 20`` the mean ``s / n`` reaches; 0 where ``n`` is 0."""
-    b = sum((20 * s >= t * n).astype(np.uint8) for t in thresholds)
-    return np.where(n > 0, b, 0).astype(np.uint8)
-
-
-def _band_contexts(q: np.ndarray, row0: int, i: int) -> np.ndarray:
-    """Pass ``i``'s contexts of rows ``row0``... of the latent, given as ``q``; its
-    first and last rows are right only where they are the latent's own edge."""
-    h, w, C = q.shape
-    kind, cs = _PASSES[i][0], _channels(i, C)
-    before = np.zeros((3, C), dtype=bool)  # per kind and channel: coded before pass i
-    for k, (kk, _, _) in enumerate(_PASSES[:i]):
-        before[kk, _channels(k, C).start : _channels(k, C).stop] = True
-    kinds = _kinds(h, w, row0)
-    # |q| capped at 2**16 (far above every threshold): 20 x any sum of 8 of them fits int32,
-    # and the all-channel sums are taken in int64.
-    a = np.minimum(np.abs(q), 1 << 16).astype(np.int32) * before[kinds]
-    b2 = _buckets(_box(a.sum(-1, dtype=np.int64)), _box(before.sum(-1)[kinds]), _MEAN_ALL)[..., None]
-    ctx = np.zeros((h, w, C), dtype=np.uint8)
-    if kind == 0:
-        ctx[..., cs.start : cs.stop] = b2
-    else:
-        n1 = _box((kinds < kind).astype(np.int64))[..., None]  # same-channel neighbours coded before
-        b1 = _buckets(_box(a[..., cs.start : cs.stop]), n1, _MEAN_SAME)
-        ctx[..., cs.start : cs.stop] = 8 + 64 * (kind - 1) + 8 * b1 + b2
-    return ctx
+def fit_predictor(latents, gains: np.ndarray, ridge: float = 1e-3) -> np.ndarray:
+    """The context predictor: for each pass, least-squares weights (integers,
+    x 2**WEIGHT_BITS) from the window means of the channels coded before it to
+    the |q| of its own channels, on float latents ``latents`` quantized with
+    knob gains ``gains`` (C,). Shape (passes, C, C) int16."""
+    C = len(gains)
+    predictor = np.zeros((len(_PASSES), C, C), dtype=np.int16)
+    qs = [np.rint(y * gains).astype(np.int64) for y in latents]
+    for i in range(1, len(_PASSES)):  # the first pass has nothing to read
+        cs = _channels(i, C)
+        x = np.concatenate([_window_means(q, i, _positions(*q.shape[:2], i)) for q in qs]) / _MEAN
+        y = np.concatenate([np.abs(q.reshape(-1, C)[_positions(*q.shape[:2], i), cs.start : cs.stop]) for q in qs])
+        weights = np.linalg.solve(x.T @ x + ridge * np.eye(C), x.T @ y.astype(np.float64))
+        predictor[i][:, cs.start : cs.stop] = np.clip(np.rint(weights * (1 << WEIGHT_BITS)), -32767, 32767)
+    return predictor
 
 
 def _groups(ctx: np.ndarray, positions: np.ndarray, channels: range, tables: "EntropyTables", j: int):
-    """A pass's values in coding order: by channel, then context, then scan order.
+    """A block of a pass's values in coding order: by channel, then context, then
+    scan order. ``ctx`` holds their contexts (positions, channels).
 
     Returns flat positions, channels, grid rows, each value's table range (lowest
     symbol, alphabet size) and the bounds of the runs that share one (channel,
     context), each coded with one constriction call."""
     cs = np.asarray(channels)
-    key = (cs[:, None] * NUM_CONTEXTS + ctx[np.ix_(positions, cs)].T).ravel()
+    key = (cs[:, None] * NUM_CONTEXTS + ctx.T).ravel()
     order = np.argsort(key, kind="stable")
     key = key[order]
     ch = key // NUM_CONTEXTS
@@ -346,8 +369,8 @@ def build_tables(density: FactorizedDensity, gains: np.ndarray) -> EntropyTables
 
     Run once after training (CompressAI's ``update()``); the result is saved
     with the model and never recomputed at coding time. Every context starts
-    with the grid row nearest to the knob's own gain; :func:`fit_choice`
-    then picks better rows from real latents.
+    with the grid row nearest to the knob's own gain and the predictor at zero;
+    :func:`fit_predictor` and :func:`fit_choice` then fit both to real latents.
     """
     grid = grid_gains(gains)
     logit_tail = float(np.log(TAIL / 2 / (1 - TAIL / 2)))
@@ -372,7 +395,8 @@ def build_tables(density: FactorizedDensity, gains: np.ndarray) -> EntropyTables
             counts.append(_to_counts(np.diff(cdf_c)))
     nearest = np.rint(np.log2(gains / grid[0]) * GRID_PER_OCTAVE).astype(np.int64)  # (J, C)
     choice = np.repeat(nearest[:, None, :], NUM_CONTEXTS, axis=1).astype(np.uint8)
-    return EntropyTables(q_min.astype(np.int32), sizes, np.concatenate(counts).astype(np.int32), choice)
+    predictor = np.zeros((len(_PASSES), C, C), dtype=np.int16)
+    return EntropyTables(q_min.astype(np.int32), sizes, np.concatenate(counts).astype(np.int32), choice, predictor)
 
 
 #: Values beyond +-FIT_RADIUS count as that value when fitting (they are rare).
@@ -392,7 +416,7 @@ def fit_choice(tables: EntropyTables, gains: np.ndarray, latents, prior: float =
         idx = []
         for y in latents:
             q = np.clip(np.rint(y * gains[j]), -radius, radius).astype(np.int64)
-            idx.append(((all_contexts(q).astype(np.int64) * C + np.arange(C)) * V + q.reshape(-1, C) + radius).ravel())
+            idx.append(((all_contexts(q, tables.predictor).astype(np.int64) * C + np.arange(C)) * V + q.reshape(-1, C) + radius).ravel())
         hist = np.bincount(np.concatenate(idx), minlength=NUM_CONTEXTS * C * V).astype(np.float64).reshape(NUM_CONTEXTS, C, V)
         overall = hist.sum(0, keepdims=True)
         hist += prior * overall / np.maximum(overall.sum(-1, keepdims=True), 1)
@@ -438,8 +462,9 @@ def encode_symbols(q: np.ndarray, tables: EntropyTables, j: int) -> bytes:
     done = -1
     for i, positions, channels in _passes(h, w, C):
         if i != done:  # a new pass: its contexts
-            ctx, done = context_ids(q, i), i
-        pos, ch, rows, lo, n, bounds = _groups(ctx, positions, channels, tables, j)
+            ctx, done = context_ids(q, i, tables.predictor), i
+        first = _channels(i, C).start
+        pos, ch, rows, lo, n, bounds = _groups(ctx[:, channels.start - first : channels.stop - first], positions, channels, tables, j)
         v = flat[pos, ch].astype(np.int64)
         sym = v - lo + 1
         below, above = sym < 1, sym > n - 2
@@ -485,8 +510,9 @@ def _decode_words(words, esc, shape, tables, j):
     done = -1
     for i, positions, channels in _passes(h, w, C):
         if i != done:  # a new pass: contexts from the passes decoded so far
-            ctx, done = context_ids(q, i), i
-        pos, ch, rows, lo, n, bounds = _groups(ctx, positions, channels, tables, j)
+            ctx, done = context_ids(q, i, tables.predictor), i
+        first = _channels(i, C).start
+        pos, ch, rows, lo, n, bounds = _groups(ctx[:, channels.start - first : channels.stop - first], positions, channels, tables, j)
         runs = [coder.decode(tables.model(rows[s], ch[s]), int(e - s)) for s, e in zip(bounds[:-1], bounds[1:])]
         sym = np.concatenate(runs).astype(np.int64) if runs else np.zeros(0, np.int64)
         vals = sym + lo - 1

@@ -19,7 +19,7 @@ import numpy as np
 
 from .atomic import save_weights_atomic, write_bytes_atomic
 from .categories import models_dir
-from .entropy import LEVEL_STEP, NUM_CONTEXTS, EntropyTables, build_tables, fit_choice
+from .entropy import LEVEL_STEP, NUM_CONTEXTS, EntropyTables, build_tables, fit_choice, fit_predictor
 from .errors import ModelError
 from .transforms import CompressionModel, ModelConfig
 
@@ -94,13 +94,14 @@ def save_model(model: CompressionModel, out_dir: Path, card: dict | None = None,
 def save_tables(model: CompressionModel, out_dir: Path, card: dict | None = None, images=None) -> dict:
     """Build the coding tables of ``model`` (whose weights are in ``out_dir``) and
     write them with the card. With ``images`` (training images as uint8 arrays)
-    the tables' context choice is fitted to their latents; without, every
-    context uses the knob's own gain."""
+    the tables' context predictor and choice are fitted to their latents;
+    without, every context uses the knob's own gain."""
     out_dir = Path(out_dir)
     gains = knob_gains(model)
     tables = build_tables(model.density, gains)
     latents = fit_latents(model, images) if images else []
-    if latents:
+    if latents:  # the predictor at the middle knob position, then every position's choice
+        tables.predictor = fit_predictor(latents, gains[(len(gains) - 1) // 2])
         tables.choice = fit_choice(tables, gains, latents)
     write_bytes_atomic(out_dir / TABLES, tables.to_bytes())
     w, t = sha256(out_dir / WEIGHTS), sha256(out_dir / TABLES)

@@ -1,17 +1,21 @@
 """Entropy coding: lossless on any integer latent, exact tables, clear failures."""
 
+import dataclasses
+
 import numpy as np
 import pytest
 
 from catcomp.entropy import (
     NUM_CONTEXTS,
     PRECISION,
+    NUM_BUCKETS,
     EntropyTables,
     all_contexts,
     context_ids,
     decode_symbols,
     encode_symbols,
     fit_choice,
+    fit_predictor,
 )
 from catcomp.errors import FormatError
 from catcomp.zoo import load_model
@@ -41,15 +45,17 @@ def test_round_trip_including_escapes_far_outside_the_tables(tables):
 
 
 def test_coding_in_small_channel_blocks_writes_the_same_bytes(tables, monkeypatch):
-    """Large latents are coded a block of channels (and contexts a band of rows) at a time; the blocks must not change the bitstream."""
+    """Large latents are coded a block of channels (and contexts a block of positions) at a time; the blocks must not change the bitstream."""
     from catcomp import entropy
 
     rng = np.random.default_rng(2)
+    tables = dataclasses.replace(tables, predictor=rng.integers(0, 2000, size=tables.predictor.shape).astype(np.int16))
     q = rng.integers(-6, 7, size=(9, 11, tables.q_min.shape[1]))
     q[3, 3, -1] = 50_000  # an escape inside the last block
-    whole, ctx = encode_symbols(q, tables, 60), all_contexts(q)
-    monkeypatch.setattr(entropy, "BLOCK", 7)  # blocks of one channel, contexts a row at a time
-    assert np.array_equal(all_contexts(q), ctx)
+    whole, ctx = encode_symbols(q, tables, 60), all_contexts(q, tables.predictor)
+    assert len(np.unique(ctx)) > 10  # the predictor spreads these values over many contexts
+    monkeypatch.setattr(entropy, "BLOCK", 7)  # blocks of one channel, contexts a position at a time
+    assert np.array_equal(all_contexts(q, tables.predictor), ctx)
     assert len(entropy._passes(9, 11, q.shape[2])) == 3 * q.shape[2]  # each channel once per position kind
     assert encode_symbols(q, tables, 60) == whole
     assert np.array_equal(decode_symbols(whole, q.shape, tables, 60), q)
@@ -65,7 +71,16 @@ def test_decoding_with_wrong_shape_or_tables_position_fails_or_differs(tables):
 def test_tables_survive_serialisation(tables):
     again = EntropyTables.from_bytes(tables.to_bytes())
     assert np.array_equal(again.counts, tables.counts) and np.array_equal(again.q_min, tables.q_min)
-    assert np.array_equal(again.choice, tables.choice)
+    assert np.array_equal(again.choice, tables.choice) and np.array_equal(again.predictor, tables.predictor)
+
+
+def test_tables_of_an_older_context_model_are_refused_with_the_fix(tables):
+    import io
+
+    buf = io.BytesIO()
+    np.savez_compressed(buf, q_min=tables.q_min, sizes=tables.sizes, counts=tables.counts, choice=tables.choice[:, :136])
+    with pytest.raises(ValueError, match="tables-only"):
+        EntropyTables.from_bytes(buf.getvalue())
 
 
 def test_truncated_escape_list_is_an_error(tables):
@@ -74,36 +89,40 @@ def test_truncated_escape_list_is_an_error(tables):
 
 
 def test_contexts_of_a_pass_read_only_values_coded_before_it():
-    from catcomp.entropy import _PASSES, _channels, _kinds
+    from catcomp.entropy import _PASSES, _channels, _kinds, _positions
 
     rng = np.random.default_rng(2)
     h, w, C = 6, 7, 8
     q = rng.integers(-5, 6, size=(h, w, C))
+    predictor = rng.integers(-3000, 6000, size=(len(_PASSES), C, C)).astype(np.int16)
     kinds = _kinds(h, w)
     for i, (kind, _, _) in enumerate(_PASSES):
         later = q.copy()
         for k, (kk, _, _) in enumerate(_PASSES[i:], start=i):  # change this pass and every later one
             later[kinds == kk, _channels(k, C).start : _channels(k, C).stop] = rng.integers(-50, 50)
-        cs = slice(_channels(i, C).start, _channels(i, C).stop)
-        assert np.array_equal(context_ids(later, i)[:, cs], context_ids(q, i)[:, cs])
+        ctx = context_ids(q, i, predictor)
+        assert ctx.shape == (len(_positions(h, w, i)), len(_channels(i, C)))
+        assert np.array_equal(context_ids(later, i, predictor), ctx)
         # and a decoder that has only the earlier passes (zeros elsewhere) derives the same
         partial = np.zeros_like(q)
         for k, (kk, _, _) in enumerate(_PASSES[:i]):
             partial[kinds == kk, _channels(k, C).start : _channels(k, C).stop] = q[kinds == kk, _channels(k, C).start : _channels(k, C).stop]
-        assert np.array_equal(context_ids(partial, i)[:, cs], context_ids(q, i)[:, cs])
-    ctx = all_contexts(q).reshape(h, w, C)
+        assert np.array_equal(context_ids(partial, i, predictor), ctx)
+    ctx = all_contexts(q, predictor).reshape(h, w, C)
     assert (ctx[kinds == 0][:, : C // 4] == 0).all()  # the first pass has nothing to read
-    assert (ctx[kinds == 0] < 8).all() and ((ctx[kinds == 1] >= 8) & (ctx[kinds == 1] < 72)).all() and (ctx[kinds == 2] >= 72).all()
+    for kind in range(3):  # each kind has its own contexts
+        assert ((ctx[kinds == kind] >= kind * NUM_BUCKETS) & (ctx[kinds == kind] < (kind + 1) * NUM_BUCKETS)).all()
+    positive = np.full_like(predictor, 1 << 10)
     busy = q.copy()
     busy[kinds < 2] = 40  # large A and B values: every N context moves to the busiest bucket
-    assert (all_contexts(busy).reshape(h, w, C)[kinds == 2] == NUM_CONTEXTS - 1).all()
-    quiet = np.zeros_like(q)
-    assert (all_contexts(quiet).reshape(h, w, C)[kinds == 2] == 72).all()
+    assert (all_contexts(busy, positive).reshape(h, w, C)[kinds == 2] == NUM_CONTEXTS - 1).all()
+    assert (all_contexts(np.zeros_like(q), positive).reshape(h, w, C)[kinds == 2] == 2 * NUM_BUCKETS).all()
 
 
-def test_fitted_choice_gives_quiet_contexts_narrow_tables_and_saves_bytes(tables):
-    """Latents that are flat in one half and busy in the other: fitting must pick a
-    narrower table for the flat neighbourhoods and code such latents in fewer bytes."""
+def test_fitted_predictor_and_choice_give_quiet_values_narrow_tables_and_save_bytes(tables):
+    """Latents that are flat in one half and busy in the other: the fitted
+    predictor must tell the halves apart, the fitted choice code the flat half
+    with narrower tables, and such latents must take fewer bytes."""
     rng = np.random.default_rng(3)
     C = tables.q_min.shape[1]
     gains = np.ones((1, C))  # fit for one knob position, latents used as they are
@@ -112,11 +131,17 @@ def test_fitted_choice_gives_quiet_contexts_narrow_tables_and_saves_bytes(tables
         y = rng.laplace(0, 3.0, size=(12, 12, C))
         y[:, :6] *= 0.02  # flat left half
         latents.append(y.astype(np.float32))
-    choice = fit_choice(tables, gains, latents)
-    quiet, busy = choice[0, 72], choice[0, NUM_CONTEXTS - 1]  # N positions: zero neighbours vs the busiest ones
-    assert (quiet <= busy).all() and (quiet < busy).mean() > 0.5
-    fitted = EntropyTables(tables.q_min, tables.sizes, tables.counts, np.repeat(choice[:1], tables.num_positions, 0))
+    predictor = fit_predictor(latents, gains[0])
+    assert not predictor[0].any() and predictor[1:].any()  # the first pass reads nothing
+    fitted = EntropyTables(tables.q_min, tables.sizes, tables.counts, tables.choice[:1].copy(), predictor)
+    fitted.choice = fit_choice(fitted, gains, latents)
     q = np.rint(latents[0]).astype(np.int64)
-    a, b = encode_symbols(q, tables, 0), encode_symbols(q, fitted, 0)
-    assert len(b) < len(a)
+    ctx = all_contexts(q, predictor).reshape(12, 12, C)
+    rows = fitted.choice[0][ctx, np.arange(C)]
+    later = np.arange(C) >= C // 4  # every value but the first pass's has a context
+    assert rows[:, :6, later].mean() < rows[:, 6:, later].mean() - 4  # narrower tables where it is flat
+    plain = EntropyTables(tables.q_min, tables.sizes, tables.counts, tables.choice[:1].copy(), predictor * 0)
+    plain.choice = fit_choice(plain, gains, latents)  # the same fit without contexts
+    a, b = encode_symbols(q, plain, 0), encode_symbols(q, fitted, 0)
+    assert len(b) < 0.9 * len(a)
     assert np.array_equal(decode_symbols(b, q.shape, fitted, 0), q)
