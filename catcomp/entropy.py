@@ -215,10 +215,14 @@ def _per_block(unit: int) -> int:
     return max(1, BLOCK // max(unit, 1))
 
 
+def _kind(y: np.ndarray, x: np.ndarray) -> np.ndarray:
+    """Kind of position (y, x): 0 = A, 1 = B, 2 = N."""
+    return np.where(y % 2 == x % 2, y % 2, 2)
+
+
 def _kinds(h: int, w: int) -> np.ndarray:
-    """Kind of each position: 0 = A, 1 = B, 2 = N."""
-    r, c = np.arange(h)[:, None] % 2, np.arange(w)[None, :] % 2
-    return np.where(r == c, r, 2)
+    """Kind of each position of an h x w latent."""
+    return _kind(np.arange(h)[:, None], np.arange(w)[None, :])
 
 
 def _channels(i: int, C: int) -> range:
@@ -259,7 +263,7 @@ def _window_means(q: np.ndarray, i: int, positions: np.ndarray) -> np.ndarray:
             y, x = ys + dy, xs + dx
             inside = (y >= 0) & (y < h) & (x >= 0) & (x < w)
             y, x = np.clip(y, 0, h - 1), np.clip(x, 0, w - 1)
-            coded = before[np.where(y % 2 == x % 2, y % 2, 2)] & inside[:, None]
+            coded = before[_kind(y, x)] & inside[:, None]
             s += np.minimum(np.abs(q[y, x]), _CAP) * coded
             n += coded
     return s * (_MEAN // np.maximum(n, 1))
