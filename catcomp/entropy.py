@@ -236,7 +236,8 @@ def _positions(h: int, w: int, i: int) -> np.ndarray:
 
 
 def _passes(h: int, w: int, C: int):
-    """(pass index, flat positions, channel range) in coding order.
+    """(pass index, flat positions, channel range, its columns among the pass's
+    channels) in coding order.
 
     A pass's channels come in consecutive blocks of at most about BLOCK values, so
     that coding a very large latent never holds per-value work arrays for a whole pass."""
@@ -244,7 +245,7 @@ def _passes(h: int, w: int, C: int):
     for i in range(len(_PASSES)):
         positions, channels = _positions(h, w, i), _channels(i, C)
         step = _per_block(len(positions))
-        out += [(i, positions, channels[k : k + step]) for k in range(0, len(channels), step)]
+        out += [(i, positions, channels[k : k + step], slice(k, k + step)) for k in range(0, len(channels), step)]
     return out
 
 
@@ -306,10 +307,13 @@ def fit_predictor(latents, gains: np.ndarray, ridge: float = 1e-3) -> np.ndarray
     predictor = np.zeros((len(_PASSES), C, C), dtype=np.int16)
     qs = [np.rint(y * gains).astype(np.int64) for y in latents]
     for i in range(1, len(_PASSES)):  # the first pass has nothing to read
-        cs = _channels(i, C)
-        x = np.concatenate([_window_means(q, i, _positions(*q.shape[:2], i)) for q in qs]) / _MEAN
-        y = np.concatenate([np.abs(q.reshape(-1, C)[_positions(*q.shape[:2], i), cs.start : cs.stop]) for q in qs])
-        weights = np.linalg.solve(x.T @ x + ridge * np.eye(C), x.T @ y.astype(np.float64))
+        cs, x, y = _channels(i, C), [], []
+        for q in qs:
+            positions = _positions(*q.shape[:2], i)
+            x.append(_window_means(q, i, positions) / _MEAN)
+            y.append(np.abs(q.reshape(-1, C)[positions, cs.start : cs.stop]).astype(np.float64))
+        x, y = np.concatenate(x), np.concatenate(y)
+        weights = np.linalg.solve(x.T @ x + ridge * np.eye(C), x.T @ y)
         predictor[i][:, cs.start : cs.stop] = np.clip(np.rint(weights * (1 << WEIGHT_BITS)), -32767, 32767)
     return predictor
 
@@ -464,11 +468,10 @@ def encode_symbols(q: np.ndarray, tables: EntropyTables, j: int) -> bytes:
     flat = np.asarray(q).reshape(-1, C)
     escapes, n_esc, runs = bytearray(), 0, []
     done = -1
-    for i, positions, channels in _passes(h, w, C):
+    for i, positions, channels, cols in _passes(h, w, C):
         if i != done:  # a new pass: its contexts
             ctx, done = context_ids(q, i, tables.predictor), i
-        first = _channels(i, C).start
-        pos, ch, rows, lo, n, bounds = _groups(ctx[:, channels.start - first : channels.stop - first], positions, channels, tables, j)
+        pos, ch, rows, lo, n, bounds = _groups(ctx[:, cols], positions, channels, tables, j)
         v = flat[pos, ch].astype(np.int64)
         sym = v - lo + 1
         below, above = sym < 1, sym > n - 2
@@ -512,11 +515,10 @@ def _decode_words(words, esc, shape, tables, j):
     esc = np.asarray(esc, dtype=np.int64)
     used = 0
     done = -1
-    for i, positions, channels in _passes(h, w, C):
+    for i, positions, channels, cols in _passes(h, w, C):
         if i != done:  # a new pass: contexts from the passes decoded so far
             ctx, done = context_ids(q, i, tables.predictor), i
-        first = _channels(i, C).start
-        pos, ch, rows, lo, n, bounds = _groups(ctx[:, channels.start - first : channels.stop - first], positions, channels, tables, j)
+        pos, ch, rows, lo, n, bounds = _groups(ctx[:, cols], positions, channels, tables, j)
         runs = [coder.decode(tables.model(rows[s], ch[s]), int(e - s)) for s, e in zip(bounds[:-1], bounds[1:])]
         sym = np.concatenate(runs).astype(np.int64) if runs else np.zeros(0, np.int64)
         vals = sym + lo - 1
