@@ -24,8 +24,8 @@ train() { # name cat crop batch lr steps gan_steps out
   python3 -c 'from catcomp.cli import main; main()' train $2 --data .gpu/data --init .gpu/models/$2 --steps $6 --gan-steps $7 --crop $3 --batch $4 --lr $5 --out $8 --checkpoint-minutes 2 ${TRAIN_ARGS:-}
 }
 for j in "$@"; do
-  IFS=: read n c cr b lr g s <<< "$j"
-  [ -z "${s:-}" ] && train $n $c $cr $b $lr 150 0 /tmp/probe_$n > /tmp/probe_$n.log 2>&1 &
+  IFS=: read n c cr b lr g steps <<< "$j"
+  [ -z "${steps:-}" ] && train $n $c $cr $b $lr 150 0 /tmp/probe_$n > /tmp/probe_$n.log 2>&1 &
 done; wait
 t probed
 for j in "$@"; do
