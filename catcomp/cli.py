@@ -321,13 +321,16 @@ def compare_cmd(categories, data_dir, split, limit, output):
 @click.option("--bf16/--fp32", default=True, show_default=True, help="bfloat16 transforms during training (weights stay float32).")
 @click.option("--strategy", type=click.Choice(["auto", "default", "mirrored", "multiworker"]), default="auto", show_default=True,
               help="tf.distribute strategy; auto picks multi-worker with TF_CONFIG, mirrored with several GPUs.")
+@click.option("--res-blocks", type=click.IntRange(0, 8), help="Residual blocks in the synthesis; more than the --init model has adds fresh ones [default: as --init].")
 @click.option("--resume", is_flag=True, help="Continue from the checkpoints in OUT/checkpoint.")
 @click.option("--checkpoint-minutes", default=5.0, show_default=True)
 @click.option("--tables-only", is_flag=True, help="Do not train: rebuild the coding tables of the model at OUT and refit their context choice on the train split.")
-def train_cmd(category, data_dir, init, out, steps, gan_steps, beta, lr, crop, batch, bf16, strategy, resume, checkpoint_minutes, tables_only):
+def train_cmd(category, data_dir, init, out, steps, gan_steps, beta, lr, crop, batch, bf16, strategy, res_blocks, resume, checkpoint_minutes, tables_only):
     """Train or fine-tune the model of one CATEGORY; other models are untouched."""
     from .categories import models_dir
     from .train import refit_tables, train
+    from .transforms import ModelConfig
+    from .zoo import read_card
 
     if tables_only:
         card = refit_tables(out or models_dir() / category, data_dir, None if category == "general" else [category], crop)
@@ -339,8 +342,14 @@ def train_cmd(category, data_dir, init, out, steps, gan_steps, beta, lr, crop, b
         init = models_dir() / init
     if init != "scratch" and not (Path(init) / "model.weights.h5").is_file():
         raise click.BadParameter(f"{init}: no model.weights.h5 to start from", param_hint="--init")
+    config = None
+    if res_blocks is not None:
+        start = read_card(init)["config"] if init != "scratch" else {}
+        if res_blocks < start.get("res_blocks", 0):
+            raise click.BadParameter(f"{init} has {start['res_blocks']} residual blocks; a fine-tune can add blocks, not remove them", param_hint="--res-blocks")
+        config = ModelConfig.from_dict({**start, "res_blocks": res_blocks})
     card = {"name": category, "category": category, "data": {"root": str(data_dir), "splits_used": ["train"]}}
-    card = train(data_dir, out or models_dir() / category, steps=steps, gan_steps=gan_steps, beta=beta, lr=lr, crop=crop, batch=batch,
+    card = train(data_dir, out or models_dir() / category, config=config, steps=steps, gan_steps=gan_steps, beta=beta, lr=lr, crop=crop, batch=batch,
                  categories=None if category == "general" else [category], init=None if init == "scratch" else init, resume=resume,
                  ckpt_every_s=checkpoint_minutes * 60, card=card, bf16=bf16, strategy=strategy)
     click.echo(f"saved {card['name']} ({card['training']['rd_steps']}+{card['training']['gan_steps']} steps) to {out or models_dir() / category}")

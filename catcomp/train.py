@@ -32,7 +32,7 @@ import keras
 import numpy as np
 from keras import ops
 
-from .transforms import CompressionModel, ModelConfig, build_discriminator
+from .transforms import CompressionModel, ModelConfig, build_discriminator, transfer_weights
 from .atomic import save_weights_atomic, write_bytes_atomic
 from .zoo import read_card, save_model
 
@@ -412,16 +412,19 @@ def train(
     strategy = make_strategy(strategy) if isinstance(strategy, str) else strategy
     verbose = verbose if verbose is not None else (1 if sys.stdout.isatty() else 2)
     keras.utils.set_random_seed(seed)
-    if config is None:  # a fine-tune keeps the architecture of its starting model
-        config = ModelConfig.from_dict(read_card(init)["config"]) if init else ModelConfig()
+    init_config = ModelConfig.from_dict(read_card(init)["config"]) if init else None
+    config = config or init_config or ModelConfig()  # a fine-tune keeps its starting model's architecture by default
     pool, n_sources = training_pool(data, crop, categories)
     ds = (pool, crop, batch)
     dtype = "mixed_bfloat16" if bf16 else None
     t0 = time.time()
     with strategy.scope():
         model = CompressionModel(config, transform_dtype=dtype)
-        if init:
-            model.load_weights(Path(init) / "model.weights.h5")
+        if init:  # a config that grows the starting model's keeps its weights and adds fresh blocks
+            start = model if init_config == config else CompressionModel(init_config)
+            start.load_weights(Path(init) / "model.weights.h5")
+            if start is not model:
+                transfer_weights(start, model)
         rd = Trainer(model)
         rd.compile(keras.optimizers.Adam(PlateauCosine(steps, peak=lr), global_clipnorm=1.0))
     state = _phase("rd", rd, ds, steps, out_dir, resume, ckpt_every_s, verbose)

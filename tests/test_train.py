@@ -130,6 +130,44 @@ def test_cli_fine_tunes_one_category(tmp_path, tiny_models, monkeypatch):
     assert r.exit_code == 2 and "no model.weights.h5" in r.output
 
 
+def test_residual_blocks_grow_a_trained_model(tmp_path, tiny_models, monkeypatch):
+    import dataclasses
+    import shutil
+
+    from click.testing import CliRunner
+
+    from catcomp.cli import main
+    from catcomp.transforms import CompressionModel, transfer_weights
+    from catcomp.zoo import load_weights
+
+    # Fresh blocks start as the identity: the grown model decodes exactly as its source did.
+    src = load_weights(tiny_models / "general")
+    grown = CompressionModel(dataclasses.replace(src.config, res_blocks=2))
+    transfer_weights(src, grown)
+    x = photo(48, 32)[None].astype("float32") / 255
+    np.testing.assert_array_equal(np.asarray(src(x, np.array([1.5]))[0]), np.asarray(grown(x, np.array([1.5]))[0]))
+    assert len(grown.weights) == len(src.weights) + 8
+
+    models = tmp_path / "models"
+    shutil.copytree(tiny_models / "general", models / "general")
+    monkeypatch.setenv("CATCOMP_MODELS", str(models))
+    data = _folder(tmp_path / "data")
+    args = ["train", "flower", "--data", str(data), "--steps", "3", "--gan-steps", "0", "--crop", "32", "--batch", "2", "--fp32"]
+    r = CliRunner().invoke(main, args + ["--res-blocks", "1"])
+    assert r.exit_code == 0, r.output
+    card = json.loads((models / "flower" / "card.json").read_text())
+    assert card["config"]["res_blocks"] == 1
+    img = photo(40, 30)
+    out = np.asarray(catcomp.decompress(catcomp.compress(Image.fromarray(img), category="flower")))
+    assert out.shape == img.shape and np.abs(out.astype(int) - img).mean() < 60
+    # A fine-tune keeps the blocks of its starting model, and cannot drop them.
+    r = CliRunner().invoke(main, args + ["--init", "flower", "--out", str(tmp_path / "f2")])
+    assert r.exit_code == 0, r.output
+    assert json.loads((tmp_path / "f2" / "card.json").read_text())["config"]["res_blocks"] == 1
+    r = CliRunner().invoke(main, args + ["--init", "flower", "--res-blocks", "0", "--out", str(tmp_path / "f3")])
+    assert r.exit_code == 2 and "residual blocks" in r.output
+
+
 TWO_CPUS = """
 import json, sys, tensorflow as tf
 cpu = tf.config.list_physical_devices("CPU")[0]
