@@ -328,9 +328,7 @@ def compare_cmd(categories, data_dir, split, limit, output):
 def train_cmd(category, data_dir, init, out, steps, gan_steps, beta, lr, crop, batch, bf16, strategy, res_blocks, resume, checkpoint_minutes, tables_only):
     """Train or fine-tune the model of one CATEGORY; other models are untouched."""
     from .categories import models_dir
-    from .train import refit_tables, train
-    from .transforms import ModelConfig
-    from .zoo import read_card
+    from .train import refit_tables, start_config, train
 
     if tables_only:
         card = refit_tables(out or models_dir() / category, data_dir, None if category == "general" else [category], crop)
@@ -342,12 +340,10 @@ def train_cmd(category, data_dir, init, out, steps, gan_steps, beta, lr, crop, b
         init = models_dir() / init
     if init != "scratch" and not (Path(init) / "model.weights.h5").is_file():
         raise click.BadParameter(f"{init}: no model.weights.h5 to start from", param_hint="--init")
-    config = None
-    if res_blocks is not None:
-        start = read_card(init)["config"] if init != "scratch" else {}
-        if res_blocks < start.get("res_blocks", 0):
-            raise click.BadParameter(f"{init} has {start['res_blocks']} residual blocks; a fine-tune can add blocks, not remove them", param_hint="--res-blocks")
-        config = ModelConfig.from_dict({**start, "res_blocks": res_blocks})
+    try:
+        config = start_config(None if init == "scratch" else init, res_blocks)
+    except ValueError as e:
+        raise click.BadParameter(str(e), param_hint="--res-blocks") from None
     card = {"name": category, "category": category, "data": {"root": str(data_dir), "splits_used": ["train"]}}
     card = train(data_dir, out or models_dir() / category, config=config, steps=steps, gan_steps=gan_steps, beta=beta, lr=lr, crop=crop, batch=batch,
                  categories=None if category == "general" else [category], init=None if init == "scratch" else init, resume=resume,

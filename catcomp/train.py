@@ -19,6 +19,7 @@ the same weight files.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import importlib.util
 import io
 import json
@@ -412,7 +413,7 @@ def train(
     strategy = make_strategy(strategy) if isinstance(strategy, str) else strategy
     verbose = verbose if verbose is not None else (1 if sys.stdout.isatty() else 2)
     keras.utils.set_random_seed(seed)
-    init_config = ModelConfig.from_dict(read_card(init)["config"]) if init else None
+    init_config = start_config(init) if init else None
     config = config or init_config or ModelConfig()  # a fine-tune keeps its starting model's architecture by default
     pool, n_sources = training_pool(data, crop, categories)
     ds = (pool, crop, batch)
@@ -444,6 +445,18 @@ def train(
         info["gan_lr_peak"] = gan_lr
     info["seconds_this_run"] = round(time.time() - t0)
     return save_model(model, out_dir, {**(card or {}), "training": info}, pool)
+
+
+def start_config(init=None, res_blocks=None) -> ModelConfig:
+    """The architecture of a run started from ``init`` (a model directory; None: from
+    scratch): its own, with ``res_blocks`` synthesis blocks where given. A trained
+    model can be grown by blocks, not shrunk."""
+    cfg = ModelConfig.from_dict(read_card(init)["config"]) if init else ModelConfig()
+    if res_blocks is None:
+        return cfg
+    if res_blocks < cfg.res_blocks:
+        raise ValueError(f"{init} has {cfg.res_blocks} residual blocks; a fine-tune can add blocks, not remove them")
+    return dataclasses.replace(cfg, res_blocks=res_blocks)
 
 
 def refit_tables(model_dir, data, categories=None, crop=128) -> dict:
