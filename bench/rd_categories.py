@@ -4,7 +4,10 @@ general model and Pillow JPEG, WebP, AVIF.
 For each category: PSNR-RGB, MS-SSIM, SSIM, L1, MSE and the high-frequency
 energy ratio against bpp (real file bytes), BD-rates of every codec against
 JPEG and WebP and of the category model against the general model, the
-cheapest measured rate meeting PSNR >= 30 dB and SSIM >= 0.95, and the
+cheapest measured rate meeting PSNR >= 30 dB and SSIM >= 0.95 (and for the
+category's model the lowest position of the continuous rate knob whose mean
+over the images meets it, found as ``catcomp tune`` does, but on ``test``
+and without writing the card), and the
 adversarial effect: the shipped (GAN) model against its own beta=0 version
 (``<model dir>/beta0``, written by ``catcomp train``). Writes
 ``docs/bench/rd_categories.json`` and one PNG per category.
@@ -29,6 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import DATA, RESULTS, baseline_codecs, model_codec, plot, summarize, sweep, write_json  # noqa: E402
 
 from catcomp.categories import CATEGORIES, models_dir  # noqa: E402
+from catcomp.evaluate import tune_category  # noqa: E402
 from catcomp.metrics import bd_rate, hf_energy_ratio, quality_at_rate  # noqa: E402
 from catcomp.zoo import load_model, update_card  # noqa: E402
 
@@ -85,8 +89,11 @@ def evaluate(category, levels, baselines, limit, refine=0):
     for name, rows in curves.items():
         summary[name]["bd_rate_psnr_vs_webp_pct"] = bd(curves["webp"], rows)
         summary[name]["cheapest_bpp_psnr30_ssim095"] = cheapest_meeting_goal(rows)
+    goal = tune_category([(None, None, rgb) for rgb in images], category, GOAL, write=False)
+    summary[plain]["goal_on_knob"] = {k: goal[k] for k in ("reached", "level", "bpp", "psnr", "ssim")}
     result = {"images": len(images), "megapixels": round(sum(i.shape[0] * i.shape[1] for i in images) / 1e6, 2), "curves": curves, "summary": summary,
-              "model_checksums": {"general": load_model("general").card["checksum"], **({category: own.card["checksum"]} if own else {})}}
+              "model_checksums": {"general": load_model("general").card["checksum"], **({category: own.card["checksum"]} if own else {})},
+              "model_weights": {n: lm.card["files"]["model.weights.h5"][:16] for n, lm in (("general", load_model("general")), (category, own)) if lm}}
     if refine:
         new = curves[f"{plain}-refine{refine}"]
         result["refine_vs_plain"] = {"steps": refine, "bd_rate_psnr_pct": bd(curves[plain], new), "bd_rate_msssim_pct": bd(curves[plain], new, "ms_ssim")}
@@ -126,9 +133,12 @@ def main(argv=None):
         t0 = time.time()
         result, own = evaluate(category, levels, [c for c in a.codecs.split(",") if c], a.limit, a.refine)
         prev = report["categories"].get(category, {})
-        old_adv = prev.get("adversarial_effect") if prev.get("model_checksums", {}).get(category) == result["model_checksums"].get(category) else None
+        same = [prev.get(k, {}).get(category) == result[k].get(category) for k in ("model_checksums", "model_weights")]
+        old_adv = prev.get("adversarial_effect") if any(same) else None  # the same weights, whatever their tables
         if own and old_adv and "adversarial_effect" not in result:  # beta0 models live in training runs, not in git
             result["adversarial_effect"] = {**old_adv, "note": old_adv.get("note", "measured by an earlier run with the same weights; this run had no beta0 model")}
+            if not same[0]:
+                result["adversarial_effect"]["tables"] = old_adv.get("tables", "measured with earlier coding tables of the same weights")
         report["categories"][category] = result
         plot(result["curves"], a.out.with_name(f"rd_{category}.png"), f"{category}: test split ({result['images']} images)")
         if own and a.update_cards:
@@ -141,7 +151,7 @@ def main(argv=None):
     for category in a.categories.split(","):
         r = report["categories"][category]
         for name, s in r["summary"].items():
-            print(f"{category:>10} {name:>24}: " + "  ".join(f"{k}={v:.2f}" for k, v in s.items() if v is not None and not np.isnan(v)))
+            print(f"{category:>10} {name:>24}: " + "  ".join(f"{k}={v:.2f}" if isinstance(v, float) else f"{k}={v}" for k, v in s.items() if v is not None and not (isinstance(v, float) and np.isnan(v))))
         for k in ("category_vs_general", "adversarial_effect", "refine_vs_plain"):
             if k in r:
                 print(f"{category:>10} {k}: " + "  ".join(f"{n}={v:.3f}" if isinstance(v, float) else f"{n}: {v}" for n, v in r[k].items()))

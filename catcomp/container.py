@@ -16,7 +16,7 @@ from .categories import CATEGORIES
 from .errors import FormatError
 
 MAGIC = b"\x89CCZ"
-VERSION = 4
+VERSION = 5
 #: magic, version, header size, model id, checksum, category, level index,
 #: width, height, mode, pad right, pad bottom, body length, body CRC32.
 _HEAD = struct.Struct("<4sBH16s8sBHII8sBBII")

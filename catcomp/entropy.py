@@ -13,7 +13,11 @@ position (a grid of ``LEVEL_STEP``), channel and *context*: each value's
 context is its magnitude as predicted from already-coded neighbours
 (:func:`context_ids`, with a linear predictor :func:`fit_predictor` fits), so
 a value in a busy region gets a wide table and one in a flat region a narrow
-one. Everything is saved next to the weights and loaded as integers, so the
+one. A second linear predictor (:func:`fit_predictor` with ``signed=True``)
+predicts each value itself from the signed values around it, and the fitted
+choice also says how much of that predicted mean to subtract before coding
+(none where it does not pay, as for channels that are nearly always zero).
+Everything is saved next to the weights and loaded as integers, so the
 encoder and any decoder use bit-identical models whatever the machine or
 thread count; the decoding path computes only with exact integers (the
 contexts' weighted sums in float64, where integers below 2**53 are exact). The
@@ -110,7 +114,9 @@ class EntropyTables:
     ``choice[j, x, c]`` is the row used at knob position ``j`` in context ``x``
     (:func:`context_ids`, which buckets the magnitude that ``predictor``
     predicts): a context that predicts small values picks a row with a smaller
-    gain, i.e. a narrower distribution.
+    gain, i.e. a narrower distribution. ``shift[j, x, c]`` picks the share
+    ``SHRINK[shift] / 4`` of the mean ``mean_predictor`` predicts that is
+    subtracted, rounded, from each value before it is coded (:func:`means`).
     """
 
     q_min: np.ndarray  # (K, C) int32
@@ -118,8 +124,14 @@ class EntropyTables:
     counts: np.ndarray  # (total,) int32, each table sums to 2**PRECISION
     choice: np.ndarray  # (J, NUM_CONTEXTS, C) uint8
     predictor: np.ndarray  # (passes, C, C) int16, see fit_predictor
+    mean_predictor: np.ndarray | None = None  # (passes, C, C) int16, see fit_predictor(signed=True); None: zeros
+    shift: np.ndarray | None = None  # (J, NUM_CONTEXTS, C) uint8 index into SHRINK; None: zeros
 
     def __post_init__(self):
+        if self.mean_predictor is None:
+            self.mean_predictor = np.zeros_like(self.predictor)
+        if self.shift is None:
+            self.shift = np.zeros_like(self.choice)
         self.starts = np.concatenate([[0], np.cumsum(self.sizes.ravel())[:-1]]).reshape(self.sizes.shape)
         self._models = {}
 
@@ -129,25 +141,33 @@ class EntropyTables:
 
     def to_bytes(self) -> bytes:
         buf = io.BytesIO()
-        np.savez_compressed(buf, q_min=self.q_min, sizes=self.sizes, counts=self.counts, choice=self.choice, predictor=self.predictor)
+        np.savez_compressed(
+            buf, q_min=self.q_min, sizes=self.sizes, counts=self.counts, choice=self.choice, predictor=self.predictor,
+            mean_predictor=self.mean_predictor, shift=self.shift,
+        )  # fmt: skip
         return buf.getvalue()
 
     @classmethod
     def from_bytes(cls, data: bytes) -> "EntropyTables":
         with np.load(io.BytesIO(data), allow_pickle=False) as z:
             choice = z["choice"].astype(np.uint8)
-            if choice.ndim == 3 and (choice.shape[1] != NUM_CONTEXTS or "predictor" not in z.files):
+            if choice.ndim == 3 and (choice.shape[1] != NUM_CONTEXTS or "mean_predictor" not in z.files):
                 raise ValueError(
-                    f"entropy tables: made for an older context model ({choice.shape[1]} contexts), this catcomp codes "
-                    f"with {NUM_CONTEXTS} predicted-magnitude contexts; rebuild them with "
+                    "entropy tables: made for an older context model, this catcomp codes with "
+                    f"{NUM_CONTEXTS} predicted-magnitude contexts and predicted means; rebuild them with "
                     "`catcomp train CATEGORY --tables-only --out MODEL_DIR`"
                 )
-            t = cls(*(z[k].astype(np.int32) for k in ("q_min", "sizes", "counts")), choice, z["predictor"].astype(np.int16))
+            t = cls(
+                *(z[k].astype(np.int32) for k in ("q_min", "sizes", "counts")), choice,
+                *(z[k].astype(np.int16) for k in ("predictor", "mean_predictor")), z["shift"].astype(np.uint8),
+            )  # fmt: skip
         C = t.q_min.shape[1]
         if t.choice.ndim != 3 or t.choice.shape[2] != C or t.choice.max() >= len(t.q_min):
             raise ValueError("entropy tables: inconsistent table choice")
-        if t.predictor.shape != (len(_PASSES), C, C):
+        if t.predictor.shape != (len(_PASSES), C, C) or t.mean_predictor.shape != t.predictor.shape:
             raise ValueError("entropy tables: inconsistent context predictor")
+        if t.shift.shape != t.choice.shape or t.shift.max(initial=0) >= len(SHRINK):
+            raise ValueError("entropy tables: inconsistent mean shift")
         return t
 
     def model(self, k: int, c: int):
@@ -190,6 +210,11 @@ def level_index(level: float, num_levels: int) -> int:
 # integer times 1/2520 (2520 = lcm(1..9)), the weights are integers (x 2**12), and
 # the weighted sums, taken as float64 for speed, are integers below 2**53, which
 # float64 adds exactly in any order. Contexts: kind x NUM_BUCKETS + bucket.
+# Each value's mean is predicted the same way from the signed window means (the
+# tables' ``mean_predictor``); the share SHRINK[shift] / 4 of it that the tables'
+# ``shift`` picks for the value's knob position, context and channel is rounded
+# to an integer in exact integer arithmetic (:func:`means`) and subtracted from
+# the value before coding.
 # (Checkerboard and channel groups: He et al. 2021, He et al. 2022 "ELIC"; the
 # predicted scale plays the part of their context network, here linear and counted.)
 
@@ -206,6 +231,8 @@ _EDGES = np.array([
     206438, 276102, 369275, 493889, 660555, 883463, 1181594, 1580330, 2113622, 2826877, 3780824, 5056687,
     6763098, 9045349, 12097759, 16180224, 21640342, 28943012, 38710014, 51772952, 69244061, 92610906, 123863040,
 ], dtype=np.float64)  # fmt: skip
+#: Quarters of the predicted mean a value's shift subtracts (index: the tables' ``shift``).
+SHRINK = (0, 2, 3, 4)
 #: Values coded per vectorized block (bounds the encoder's and decoder's work arrays).
 BLOCK = 1 << 20
 
@@ -249,15 +276,17 @@ def _passes(h: int, w: int, C: int):
     return out
 
 
-def _window_means(q: np.ndarray, i: int, positions: np.ndarray) -> np.ndarray:
-    """_MEAN x the mean |q| of each channel over its values coded before pass ``i``
-    in the 3 x 3 window around each of ``positions``, shape (n, C) int64 (0 where none)."""
+def _window_means(q: np.ndarray, i: int, positions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """_MEAN x the mean |q|, and _MEAN x the mean q, of each channel over its values
+    coded before pass ``i`` in the 3 x 3 window around each of ``positions``
+    (values capped at +-_CAP), each shape (n, C) int64 (0 where none)."""
     h, w, C = q.shape
     before = np.zeros((3, C), dtype=bool)  # per kind and channel: coded before pass i
     for k, (kind, _, _) in enumerate(_PASSES[:i]):
         before[kind, _channels(k, C).start : _channels(k, C).stop] = True
     ys, xs = np.divmod(positions, w)
     s = np.zeros((len(positions), C), dtype=np.int64)
+    signed = np.zeros((len(positions), C), dtype=np.int64)
     n = np.zeros((len(positions), C), dtype=np.int64)
     for dy in (-1, 0, 1):
         for dx in (-1, 0, 1):
@@ -265,44 +294,73 @@ def _window_means(q: np.ndarray, i: int, positions: np.ndarray) -> np.ndarray:
             inside = (y >= 0) & (y < h) & (x >= 0) & (x < w)
             y, x = np.clip(y, 0, h - 1), np.clip(x, 0, w - 1)
             coded = before[_kind(y, x)] & inside[:, None]
-            s += np.minimum(np.abs(q[y, x]), _CAP) * coded
+            v = np.clip(q[y, x], -_CAP, _CAP) * coded
+            s += np.abs(v)
+            signed += v
             n += coded
-    return s * (_MEAN // np.maximum(n, 1))
+    scale = _MEAN // np.maximum(n, 1)
+    return s * scale, signed * scale
 
 
-def context_ids(q: np.ndarray, i: int, predictor: np.ndarray) -> np.ndarray:
-    """The contexts of pass ``i``'s values of latent ``q`` (h, w, C), shape
-    (positions of the pass's kind in scan order, the pass's channels), uint8.
+def predictions(q: np.ndarray, i: int, predictor: np.ndarray, mean_predictor: np.ndarray | None = None):
+    """The contexts of pass ``i``'s values of latent ``q`` (h, w, C), uint8, and
+    their predicted means (int64, in units of 1 / (_MEAN x 2**WEIGHT_BITS); zeros
+    without ``mean_predictor``), each shape (positions of the pass's kind in scan
+    order, the pass's channels).
 
     Only values of passes before ``i`` are read, so the full latent and one
-    decoded up to pass ``i`` give the same contexts. Worked out for blocks of
+    decoded up to pass ``i`` give the same predictions. Worked out for blocks of
     about BLOCK values, so a very large latent needs no whole-latent work arrays."""
     h, w, C = q.shape
     cs, positions = _channels(i, C), _positions(h, w, i)
     weights = predictor[i][:, cs.start : cs.stop].astype(np.float64)
-    out = np.empty((len(positions), len(cs)), dtype=np.uint8)
+    mean_weights = None if mean_predictor is None else mean_predictor[i][:, cs.start : cs.stop].astype(np.float64)
+    ctx = np.empty((len(positions), len(cs)), dtype=np.uint8)
+    mean = np.zeros((len(positions), len(cs)), dtype=np.int64)
     step = _per_block(C)
     for k in range(0, len(positions), step):
-        pred = _window_means(q, i, positions[k : k + step]).astype(np.float64) @ weights  # exact integers
-        out[k : k + step] = _PASSES[i][0] * NUM_BUCKETS + np.searchsorted(_EDGES, pred, side="right")
-    return out
+        magnitude, signed = _window_means(q, i, positions[k : k + step])
+        pred = magnitude.astype(np.float64) @ weights  # exact integers
+        ctx[k : k + step] = _PASSES[i][0] * NUM_BUCKETS + np.searchsorted(_EDGES, pred, side="right")
+        if mean_weights is not None:
+            mean[k : k + step] = (signed.astype(np.float64) @ mean_weights).astype(np.int64)  # exact integers
+    return ctx, mean
+
+
+def context_ids(q: np.ndarray, i: int, predictor: np.ndarray) -> np.ndarray:
+    """The contexts of pass ``i``'s values (:func:`predictions`)."""
+    return predictions(q, i, predictor)[0]
+
+
+def all_predictions(q: np.ndarray, predictor: np.ndarray, mean_predictor: np.ndarray | None = None):
+    """The context and predicted mean (:func:`predictions`) of every value of latent ``q`` (h, w, C), each (h * w, C)."""
+    h, w, C = q.shape
+    ctx = np.zeros((h * w, C), dtype=np.uint8)
+    mean = np.zeros((h * w, C), dtype=np.int64)
+    for i in range(len(_PASSES)):
+        cs, positions = _channels(i, C), _positions(h, w, i)
+        ctx[positions, cs.start : cs.stop], mean[positions, cs.start : cs.stop] = predictions(q, i, predictor, mean_predictor)
+    return ctx, mean
 
 
 def all_contexts(q: np.ndarray, predictor: np.ndarray) -> np.ndarray:
     """The context of every value of latent ``q`` (h, w, C), shape (h * w, C)."""
-    h, w, C = q.shape
-    ctx = np.zeros((h * w, C), dtype=np.uint8)
-    for i in range(len(_PASSES)):
-        cs = _channels(i, C)
-        ctx[_positions(h, w, i), cs.start : cs.stop] = context_ids(q, i, predictor)
-    return ctx
+    return all_predictions(q, predictor)[0]
 
 
-def fit_predictor(latents, gains: np.ndarray, ridge: float = 1e-3) -> np.ndarray:
-    """The context predictor: for each pass, least-squares weights (integers,
-    x 2**WEIGHT_BITS) from the window means of the channels coded before it to
-    the |q| of its own channels, on float latents ``latents`` quantized with
-    knob gains ``gains`` (C,). Shape (passes, C, C) int16."""
+def means(mean: np.ndarray, shift: np.ndarray) -> np.ndarray:
+    """The integers subtracted before coding: ``SHRINK[shift] / 4`` of the predicted
+    ``mean`` (:func:`predictions`), rounded half up, in exact integer arithmetic."""
+    den = 4 * _MEAN << WEIGHT_BITS
+    return (mean * np.asarray(SHRINK, dtype=np.int64)[shift] + den // 2) // den
+
+
+def fit_predictor(latents, gains: np.ndarray, ridge: float = 1e-3, signed: bool = False) -> np.ndarray:
+    """A predictor for each pass: least-squares weights (integers, x 2**WEIGHT_BITS)
+    from the window means of the channels coded before it to the |q| of its own
+    channels (the context predictor), or with ``signed`` from the signed window
+    means to q itself (the mean predictor), on float latents ``latents``
+    quantized with knob gains ``gains`` (C,). Shape (passes, C, C) int16."""
     C = len(gains)
     predictor = np.zeros((len(_PASSES), C, C), dtype=np.int16)
     qs = [np.rint(y * gains).astype(np.int64) for y in latents]
@@ -310,29 +368,32 @@ def fit_predictor(latents, gains: np.ndarray, ridge: float = 1e-3) -> np.ndarray
         cs, x, y = _channels(i, C), [], []
         for q in qs:
             positions = _positions(*q.shape[:2], i)
-            x.append(_window_means(q, i, positions) / _MEAN)
-            y.append(np.abs(q.reshape(-1, C)[positions, cs.start : cs.stop]).astype(np.float64))
+            x.append(_window_means(q, i, positions)[signed] / _MEAN)
+            target = q.reshape(-1, C)[positions, cs.start : cs.stop]
+            y.append((target if signed else np.abs(target)).astype(np.float64))
         x, y = np.concatenate(x), np.concatenate(y)
         weights = np.linalg.solve(x.T @ x + ridge * np.eye(C), x.T @ y)
         predictor[i][:, cs.start : cs.stop] = np.clip(np.rint(weights * (1 << WEIGHT_BITS)), -32767, 32767)
     return predictor
 
 
-def _groups(ctx: np.ndarray, positions: np.ndarray, channels: range, tables: "EntropyTables", j: int):
+def _groups(ctx: np.ndarray, mean: np.ndarray, positions: np.ndarray, channels: range, tables: "EntropyTables", j: int):
     """A block of a pass's values in coding order: by channel, then context, then
-    scan order. ``ctx`` holds their contexts (positions, channels).
+    scan order. ``ctx`` and ``mean`` hold their contexts and predicted means (positions, channels).
 
     Returns flat positions, channels, grid rows, each value's table range (lowest
-    symbol, alphabet size) and the bounds of the runs that share one (channel,
-    context), each coded with one constriction call."""
+    symbol, alphabet size), the integer subtracted before coding it, and the
+    bounds of the runs that share one (channel, context), each coded with one
+    constriction call."""
     cs = np.asarray(channels)
     key = (cs[:, None] * NUM_CONTEXTS + ctx.T).ravel()
     order = np.argsort(key, kind="stable")
     key = key[order]
-    ch = key // NUM_CONTEXTS
-    rows = tables.choice[j, key % NUM_CONTEXTS, ch].astype(np.int64)
+    ch, x = key // NUM_CONTEXTS, key % NUM_CONTEXTS
+    rows = tables.choice[j, x, ch].astype(np.int64)
+    mu = means(mean.T.ravel()[order], tables.shift[j, x, ch])
     bounds = np.concatenate([[0], np.flatnonzero(np.diff(key)) + 1, [key.size]]) if key.size else np.zeros(1, int)
-    return np.tile(positions, len(cs))[order], ch, rows, tables.q_min[rows, ch], tables.sizes[rows, ch], bounds
+    return np.tile(positions, len(cs))[order], ch, rows, tables.q_min[rows, ch], tables.sizes[rows, ch], mu, bounds
 
 
 # --- building the tables --------------------------------------------------------
@@ -411,26 +472,35 @@ def build_tables(density: FactorizedDensity, gains: np.ndarray) -> EntropyTables
 FIT_RADIUS = 255
 
 
-def fit_choice(tables: EntropyTables, gains: np.ndarray, latents, prior: float = 20.0) -> np.ndarray:
-    """For every knob position, context and channel, the grid row that codes the
-    float latents ``latents`` (list of (h, w, C) arrays from training images) in the
-    fewest bits. Each context's histogram is smoothed with ``prior`` values drawn
-    from the channel's overall histogram, so rare contexts fall back to it."""
+def fit_choice(tables: EntropyTables, gains: np.ndarray, latents, prior: float = 20.0) -> tuple[np.ndarray, np.ndarray]:
+    """For every knob position, context and channel, the grid row and the mean
+    shift (an index into SHRINK) that code the float latents ``latents`` (list of
+    (h, w, C) arrays from training images) in the fewest bits; returns ``(choice,
+    shift)``. Each context's histogram is smoothed with ``prior`` values drawn
+    from the channel's overall histogram, so rare contexts fall back to it. Ties go
+    to the smallest shift, so tables without a mean predictor get shift 0."""
     C, radius = tables.q_min.shape[1], FIT_RADIUS
-    costs = np.stack([tables.bit_costs(c, radius) for c in range(C)])  # (C, K, V)
-    V = 2 * radius + 1
-    choice = np.empty_like(tables.choice)
+    costs = np.stack([tables.bit_costs(c, radius) for c in range(C)]).transpose(0, 2, 1)  # (C, V, K)
+    V, K, S = 2 * radius + 1, len(tables.q_min), len(SHRINK)
+    choice, shift = np.empty_like(tables.choice), np.empty_like(tables.choice)
     for j in range(len(gains)):
-        idx = []
+        idx = [[] for _ in SHRINK]
         for y in latents:
             q = np.clip(np.rint(y * gains[j]), -radius, radius).astype(np.int64)
-            idx.append(((all_contexts(q, tables.predictor).astype(np.int64) * C + np.arange(C)) * V + q.reshape(-1, C) + radius).ravel())
-        hist = np.bincount(np.concatenate(idx), minlength=NUM_CONTEXTS * C * V).astype(np.float64).reshape(NUM_CONTEXTS, C, V)
-        overall = hist.sum(0, keepdims=True)
-        hist += prior * overall / np.maximum(overall.sum(-1, keepdims=True), 1)
-        bits = np.matmul(hist.transpose(1, 0, 2).astype(np.float32), costs.transpose(0, 2, 1))  # (C, X, K)
-        choice[j] = np.argmin(bits, axis=-1).T
-    return choice
+            ctx, mean = all_predictions(q, tables.predictor, tables.mean_predictor)
+            base = (ctx.astype(np.int64) * C + np.arange(C)) * V + radius
+            for s in range(S):
+                v = np.clip(q.reshape(-1, C) - means(mean, np.full(mean.shape, s)), -radius, radius)
+                idx[s].append((base + v).ravel())
+        bits = np.empty((C, NUM_CONTEXTS, S, K), dtype=np.float32)
+        for s in range(S):
+            hist = np.bincount(np.concatenate(idx[s]), minlength=NUM_CONTEXTS * C * V).astype(np.float64).reshape(NUM_CONTEXTS, C, V)
+            overall = hist.sum(0, keepdims=True)
+            hist += prior * overall / np.maximum(overall.sum(-1, keepdims=True), 1)
+            bits[:, :, s] = np.matmul(hist.transpose(1, 0, 2).astype(np.float32), costs)  # (C, X, K)
+        best = np.argmin(bits.reshape(C, NUM_CONTEXTS, S * K), axis=-1).T  # (X, C), row-major over (shift, row)
+        shift[j], choice[j] = np.divmod(best, K)
+    return choice, shift
 
 
 # --- coding -------------------------------------------------------------------
@@ -469,10 +539,10 @@ def encode_symbols(q: np.ndarray, tables: EntropyTables, j: int) -> bytes:
     escapes, n_esc, runs = bytearray(), 0, []
     done = -1
     for i, positions, channels, cols in _passes(h, w, C):
-        if i != done:  # a new pass: its contexts
-            ctx, done = context_ids(q, i, tables.predictor), i
-        pos, ch, rows, lo, n, bounds = _groups(ctx[:, cols], positions, channels, tables, j)
-        v = flat[pos, ch].astype(np.int64)
+        if i != done:  # a new pass: its contexts and predicted means
+            (ctx, mean), done = predictions(q, i, tables.predictor, tables.mean_predictor), i
+        pos, ch, rows, lo, n, mu, bounds = _groups(ctx[:, cols], mean[:, cols], positions, channels, tables, j)
+        v = flat[pos, ch].astype(np.int64) - mu
         sym = v - lo + 1
         below, above = sym < 1, sym > n - 2
         for e in np.where(below, lo - 1 - v, v - (lo + n - 2))[below | above]:
@@ -516,9 +586,9 @@ def _decode_words(words, esc, shape, tables, j):
     used = 0
     done = -1
     for i, positions, channels, cols in _passes(h, w, C):
-        if i != done:  # a new pass: contexts from the passes decoded so far
-            ctx, done = context_ids(q, i, tables.predictor), i
-        pos, ch, rows, lo, n, bounds = _groups(ctx[:, cols], positions, channels, tables, j)
+        if i != done:  # a new pass: contexts and predicted means from the passes decoded so far
+            (ctx, mean), done = predictions(q, i, tables.predictor, tables.mean_predictor), i
+        pos, ch, rows, lo, n, mu, bounds = _groups(ctx[:, cols], mean[:, cols], positions, channels, tables, j)
         runs = [coder.decode(tables.model(rows[s], ch[s]), int(e - s)) for s, e in zip(bounds[:-1], bounds[1:])]
         sym = np.concatenate(runs).astype(np.int64) if runs else np.zeros(0, np.int64)
         vals = sym + lo - 1
@@ -528,7 +598,7 @@ def _decode_words(words, esc, shape, tables, j):
         e = esc[used : used + len(out)]
         vals[out] = np.where(sym[out] == 0, lo[out] - 1 - e, lo[out] + n[out] - 2 + e)
         used += len(out)
-        flat[pos, ch] = vals
+        flat[pos, ch] = vals + mu
     if used != len(esc) or not coder.is_empty():
         raise FormatError("entropy payload: stream does not end where the latent does")
     return q

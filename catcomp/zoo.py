@@ -95,14 +95,15 @@ def save_tables(model: CompressionModel, out_dir: Path, card: dict | None = None
     """Build the coding tables of ``model`` (whose weights are in ``out_dir``) and
     write them with the card. With ``images`` (training images as uint8 arrays)
     the tables' context predictor and choice are fitted to their latents;
-    without, every context uses the knob's own gain."""
+    without, every context uses the knob's own gain and no predicted mean."""
     out_dir = Path(out_dir)
     gains = knob_gains(model)
     tables = build_tables(model.density, gains)
     latents = fit_latents(model, images) if images else []
-    if latents:  # the predictor at the middle knob position, then every position's choice
-        tables.predictor = fit_predictor(latents, gains[(len(gains) - 1) // 2])
-        tables.choice = fit_choice(tables, gains, latents)
+    if latents:  # the predictors at the middle knob position, then every position's choice
+        middle = gains[(len(gains) - 1) // 2]
+        tables.predictor, tables.mean_predictor = (fit_predictor(latents, middle, signed=s) for s in (False, True))
+        tables.choice, tables.shift = fit_choice(tables, gains, latents)
     write_bytes_atomic(out_dir / TABLES, tables.to_bytes())
     w, t = sha256(out_dir / WEIGHTS), sha256(out_dir / TABLES)
     old = read_card(out_dir) if (out_dir / CARD).is_file() else {}

@@ -10,12 +10,16 @@ from catcomp.entropy import (
     PRECISION,
     NUM_BUCKETS,
     EntropyTables,
+    SHRINK,
     all_contexts,
+    all_predictions,
     context_ids,
     decode_symbols,
     encode_symbols,
     fit_choice,
     fit_predictor,
+    means,
+    predictions,
 )
 from catcomp.errors import FormatError
 from catcomp.zoo import load_model
@@ -72,6 +76,8 @@ def test_tables_survive_serialisation(tables):
     again = EntropyTables.from_bytes(tables.to_bytes())
     assert np.array_equal(again.counts, tables.counts) and np.array_equal(again.q_min, tables.q_min)
     assert np.array_equal(again.choice, tables.choice) and np.array_equal(again.predictor, tables.predictor)
+    assert np.array_equal(again.shift, tables.shift) and np.array_equal(again.mean_predictor, tables.mean_predictor)
+
 
 
 def test_tables_of_an_older_context_model_are_refused_with_the_fix(tables):
@@ -79,6 +85,10 @@ def test_tables_of_an_older_context_model_are_refused_with_the_fix(tables):
 
     buf = io.BytesIO()
     np.savez_compressed(buf, q_min=tables.q_min, sizes=tables.sizes, counts=tables.counts, choice=tables.choice[:, :136])
+    with pytest.raises(ValueError, match="tables-only"):
+        EntropyTables.from_bytes(buf.getvalue())
+    buf = io.BytesIO()  # format 4: the contexts, but no predicted means
+    np.savez_compressed(buf, q_min=tables.q_min, sizes=tables.sizes, counts=tables.counts, choice=tables.choice, predictor=tables.predictor)
     with pytest.raises(ValueError, match="tables-only"):
         EntropyTables.from_bytes(buf.getvalue())
 
@@ -100,14 +110,17 @@ def test_contexts_of_a_pass_read_only_values_coded_before_it():
         later = q.copy()
         for k, (kk, _, _) in enumerate(_PASSES[i:], start=i):  # change this pass and every later one
             later[kinds == kk, _channels(k, C).start : _channels(k, C).stop] = rng.integers(-50, 50)
-        ctx = context_ids(q, i, predictor)
-        assert ctx.shape == (len(_positions(h, w, i)), len(_channels(i, C)))
-        assert np.array_equal(context_ids(later, i, predictor), ctx)
+        ctx, mean = predictions(q, i, predictor, predictor[::-1])
+        assert ctx.shape == mean.shape == (len(_positions(h, w, i)), len(_channels(i, C)))
+        assert np.array_equal(ctx, context_ids(q, i, predictor))
+        for got, want in zip(predictions(later, i, predictor, predictor[::-1]), (ctx, mean)):
+            assert np.array_equal(got, want)
         # and a decoder that has only the earlier passes (zeros elsewhere) derives the same
         partial = np.zeros_like(q)
         for k, (kk, _, _) in enumerate(_PASSES[:i]):
             partial[kinds == kk, _channels(k, C).start : _channels(k, C).stop] = q[kinds == kk, _channels(k, C).start : _channels(k, C).stop]
-        assert np.array_equal(context_ids(partial, i, predictor), ctx)
+        for got, want in zip(predictions(partial, i, predictor, predictor[::-1]), (ctx, mean)):
+            assert np.array_equal(got, want)
     ctx = all_contexts(q, predictor).reshape(h, w, C)
     assert (ctx[kinds == 0][:, : C // 4] == 0).all()  # the first pass has nothing to read
     for kind in range(3):  # each kind has its own contexts
@@ -134,14 +147,56 @@ def test_fitted_predictor_and_choice_give_quiet_values_narrow_tables_and_save_by
     predictor = fit_predictor(latents, gains[0])
     assert not predictor[0].any() and predictor[1:].any()  # the first pass reads nothing
     fitted = EntropyTables(tables.q_min, tables.sizes, tables.counts, tables.choice[:1].copy(), predictor)
-    fitted.choice = fit_choice(fitted, gains, latents)
+    fitted.choice, fitted.shift = fit_choice(fitted, gains, latents)
+    assert not fitted.shift.any()  # no mean predictor: nothing to subtract
     q = np.rint(latents[0]).astype(np.int64)
     ctx = all_contexts(q, predictor).reshape(12, 12, C)
     rows = fitted.choice[0][ctx, np.arange(C)]
     later = np.arange(C) >= C // 4  # every value but the first pass's has a context
     assert rows[:, :6, later].mean() < rows[:, 6:, later].mean() - 4  # narrower tables where it is flat
     plain = EntropyTables(tables.q_min, tables.sizes, tables.counts, tables.choice[:1].copy(), predictor * 0)
-    plain.choice = fit_choice(plain, gains, latents)  # the same fit without contexts
+    plain.choice, _ = fit_choice(plain, gains, latents)  # the same fit without contexts
     a, b = encode_symbols(q, plain, 0), encode_symbols(q, fitted, 0)
     assert len(b) < 0.9 * len(a)
     assert np.array_equal(decode_symbols(b, q.shape, fitted, 0), q)
+
+
+def test_means_round_the_chosen_share_of_the_prediction_exactly():
+    unit = 2520 << 12  # a predicted mean of 1
+    mean = np.array([0, unit, -unit, 3 * unit // 2, 7 * unit, 2**40 * 3 + 1])
+    for s, share in enumerate(SHRINK):
+        want = np.floor(mean * (share / 4) / unit + 0.5).astype(np.int64)
+        want[-1] = (mean[-1] * share + 2 * unit) // (4 * unit)  # beyond float precision: the exact integer
+        assert np.array_equal(means(mean, np.full(mean.shape, s)), want)
+
+
+def test_fitted_mean_predictor_codes_smooth_signed_latents_in_fewer_bytes(tables):
+    """Latents whose values follow their neighbours' signs (smooth signed fields):
+    the signed predictor must learn that, the choice must subtract the predicted
+    means, and the file must shrink and still decode exactly."""
+    rng = np.random.default_rng(4)
+    C = tables.q_min.shape[1]
+    gains = np.ones((1, C))
+    latents = []
+    for _ in range(4):
+        field = rng.normal(0, 6.0, size=(3, 3, C)).repeat(6, 0).repeat(6, 1)  # constant 6 x 6 patches
+        latents.append((field + rng.normal(0, 0.3, size=field.shape)).astype(np.float32))
+    contexts = fit_predictor(latents, gains[0])
+    plain = EntropyTables(tables.q_min, tables.sizes, tables.counts, tables.choice[:1].copy(), contexts)
+    plain.choice, _ = fit_choice(plain, gains, latents)
+    mean_predictor = fit_predictor(latents, gains[0], signed=True)
+    assert not mean_predictor[0].any() and mean_predictor[1:].any()
+    fitted = EntropyTables(tables.q_min, tables.sizes, tables.counts, tables.choice[:1].copy(), contexts, mean_predictor)
+    fitted.choice, fitted.shift = fit_choice(fitted, gains, latents)
+    assert (fitted.shift > 0).mean() > 0.3
+    q = np.rint(latents[0]).astype(np.int64)
+    _, mean = all_predictions(q, contexts, mean_predictor)
+    assert np.corrcoef(mean[q.reshape(-1, C) != 0], q.reshape(-1, C)[q.reshape(-1, C) != 0])[0, 1] > 0.8
+    a, b = encode_symbols(q, plain, 0), encode_symbols(q, fitted, 0)
+    assert len(b) < 0.8 * len(a)  # A positions read no neighbour of their own channel: B and N gain
+    assert np.array_equal(decode_symbols(b, q.shape, fitted, 0), q)
+    try:  # the means are part of the code: tables without them decode something else, or fail
+        wrong = decode_symbols(b, q.shape, plain, 0)
+    except FormatError:
+        wrong = None
+    assert wrong is None or not np.array_equal(wrong, q)

@@ -124,6 +124,10 @@ def test_cli_fine_tunes_one_category(tmp_path, tiny_models, monkeypatch):
     card = json.loads((models / "general" / "card.json").read_text())
     assert card["tables"]["fitted_on_images"] == 4 and card["checksum"] != json.loads(before)["checksum"]
     assert (models / "general" / "model.weights.h5").read_bytes() == weights
+    from catcomp.zoo import load_model
+
+    tables = load_model(models / "general").tables  # both predictors fitted (the untrained tables had neither)
+    assert tables.predictor[1:].any() and tables.mean_predictor[1:].any()
     img = photo(48, 32)
     assert np.asarray(catcomp.decompress(catcomp.compress(Image.fromarray(img), category="other"))).shape == img.shape
     r = CliRunner().invoke(main, ["train", "flower", "--data", str(data), "--init", str(tmp_path / "nothing")])
