@@ -91,9 +91,10 @@ def evaluate(category, levels, baselines, limit, refine=0):
         summary[name]["cheapest_bpp_psnr30_ssim095"] = cheapest_meeting_goal(rows)
     goal = tune_category([(None, None, rgb) for rgb in images], category, GOAL, write=False)
     summary[plain]["goal_on_knob"] = {k: goal[k] for k in ("reached", "level", "bpp", "psnr", "ssim")}
+    measured = {"general": load_model("general"), **({category: own} if own else {})}
     result = {"images": len(images), "megapixels": round(sum(i.shape[0] * i.shape[1] for i in images) / 1e6, 2), "curves": curves, "summary": summary,
-              "model_checksums": {"general": load_model("general").card["checksum"], **({category: own.card["checksum"]} if own else {})},
-              "model_weights": {n: lm.card["files"]["model.weights.h5"][:16] for n, lm in (("general", load_model("general")), (category, own)) if lm}}
+              "model_checksums": {n: lm.card["checksum"] for n, lm in measured.items()},
+              "model_weights": {n: lm.card["files"]["model.weights.h5"][:16] for n, lm in measured.items()}}
     if refine:
         new = curves[f"{plain}-refine{refine}"]
         result["refine_vs_plain"] = {"steps": refine, "bd_rate_psnr_pct": bd(curves[plain], new), "bd_rate_msssim_pct": bd(curves[plain], new, "ms_ssim")}

@@ -490,7 +490,7 @@ def fit_choice(tables: EntropyTables, gains: np.ndarray, latents, prior: float =
             ctx, mean = all_predictions(q, tables.predictor, tables.mean_predictor)
             base = (ctx.astype(np.int64) * C + np.arange(C)) * V + radius
             for s in range(S):
-                v = np.clip(q.reshape(-1, C) - means(mean, np.full(mean.shape, s)), -radius, radius)
+                v = np.clip(q.reshape(-1, C) - means(mean, s), -radius, radius)
                 idx[s].append((base + v).ravel())
         bits = np.empty((C, NUM_CONTEXTS, S, K), dtype=np.float32)
         for s in range(S):
