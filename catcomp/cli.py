@@ -348,7 +348,10 @@ def train_cmd(category, data_dir, init, out, steps, gan_steps, beta, lr, crop, b
     card = train(data_dir, out or models_dir() / category, config=config, steps=steps, gan_steps=gan_steps, beta=beta, lr=lr, crop=crop, batch=batch,
                  categories=None if category == "general" else [category], init=None if init == "scratch" else init, resume=resume,
                  ckpt_every_s=checkpoint_minutes * 60, card=card, bf16=bf16, strategy=strategy)
-    click.echo(f"saved {card['name']} ({card['training']['rd_steps']}+{card['training']['gan_steps']} steps) to {out or models_dir() / category}")
+    run = card["training"]["runs"][-1]
+    click.echo(f"saved {card['name']} ({run['rd_steps']}+{run['gan_steps']} steps, {card['training']['steps']} in all) to {out or models_dir() / category}")
+    if card.get("tuned_levels") or "tuned_level" in card:
+        click.echo(f"its rate is still the one tuned for the previous weights: run `catcomp tune {category}` to re-measure it")
 
 
 @main.group()

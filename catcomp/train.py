@@ -406,7 +406,9 @@ def train(
     phase 2 fine-tunes it with the adversarial term (``beta``) against a
     fresh conditional discriminator. ``init`` is a model directory to start
     from (fine-tuning); ``resume`` continues from the checkpoints in
-    ``out_dir/checkpoint`` exactly where they stopped. Returns the card.
+    ``out_dir/checkpoint`` exactly where they stopped. The card's ``training``
+holds the total steps and every run, the starting model's first (see
+:func:`lineage`). Returns the card.
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -429,12 +431,14 @@ def train(
         rd = Trainer(model)
         rd.compile(keras.optimizers.Adam(PlateauCosine(steps, peak=lr), global_clipnorm=1.0))
     state = _phase("rd", rd, ds, steps, out_dir, resume, ckpt_every_s, verbose)
-    info = {"init": str(init) if init else "scratch", "rd_steps": steps, "gan_steps": gan_steps, "beta": beta if gan_steps else 0.0,
+    prior_steps, prior_runs, init_checksum = lineage(init)
+    info = {"init": str(init) if init else "scratch", "init_checksum": init_checksum, "rd_steps": steps, "gan_steps": gan_steps, "beta": beta if gan_steps else 0.0,
             "crop": crop, "batch": batch, "lr_peak": lr, "bf16": bf16, "replicas": strategy.num_replicas_in_sync,
             "train_sources": n_sources, "train_pool": len(pool), "data": str(data), "categories": categories or "all"}
     info["rd_seconds"] = state["seconds"]
     if gan_steps:
-        save_model(model, out_dir / "beta0", {**(card or {}), "name": f"{out_dir.name}-beta0", "training": {**info, "gan_steps": 0, "beta": 0.0}}, pool)
+        beta0 = {"steps": prior_steps + steps, "runs": prior_runs + [{**info, "gan_steps": 0, "beta": 0.0}]}
+        save_model(model, out_dir / "beta0", {**(card or {}), "name": f"{out_dir.name}-beta0", "training": beta0}, pool)
         with strategy.scope():
             gan = Trainer(model, build_discriminator(config, dtype), beta=beta)
             gan.compile(
@@ -444,7 +448,20 @@ def train(
         info["gan_seconds"] = _phase("gan", gan, ds, gan_steps, out_dir, resume, ckpt_every_s, verbose)["seconds"]
         info["gan_lr_peak"] = gan_lr
     info["seconds_this_run"] = round(time.time() - t0)
-    return save_model(model, out_dir, {**(card or {}), "training": info}, pool)
+    training = {"steps": prior_steps + steps + gan_steps, "runs": prior_runs + [info]}
+    return save_model(model, out_dir, {**(card or {}), "training": training}, pool)
+
+
+def lineage(init=None) -> tuple[int, list, str | None]:
+    """The training behind the model at ``init`` (None: from scratch): its total
+    steps, its runs (oldest first) and its checksum. A run's card extends these,
+    so a model fine-tuned round after round keeps its whole history."""
+    if not init:
+        return 0, [], None
+    card = read_card(init)
+    t = card.get("training") or {}
+    runs = t.get("runs", [t] if t else [])
+    return t.get("steps", sum(r.get("rd_steps", 0) + r.get("gan_steps", 0) for r in runs)), runs, card.get("checksum")
 
 
 def start_config(init=None, res_blocks=None) -> ModelConfig:

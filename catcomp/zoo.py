@@ -107,7 +107,7 @@ def save_tables(model: CompressionModel, out_dir: Path, card: dict | None = None
     write_bytes_atomic(out_dir / TABLES, tables.to_bytes())
     w, t = sha256(out_dir / WEIGHTS), sha256(out_dir / TABLES)
     old = read_card(out_dir) if (out_dir / CARD).is_file() else {}
-    card = {**old, **(card or {})}
+    card = {**_carried(old, w, _checksum(w, t)), **(card or {})}
     card.update(
         name=card.get("name", out_dir.name),
         config=model.config.to_dict(),
@@ -118,6 +118,24 @@ def save_tables(model: CompressionModel, out_dir: Path, card: dict | None = None
     )
     write_card(out_dir, card)
     return card
+
+
+#: Card fields that are measurements of one exact model: a new checksum drops them.
+MEASURED = ("rd", "tuning")
+#: Card fields that are settings: they outlive new weights until re-tuned.
+SETTINGS = ("name", "category", "tuned_level", "tuned_levels")
+
+
+def _carried(old: dict, weights_sha: str, checksum: str) -> dict:
+    """What of a directory's old card outlives rewritten weights or tables: all of
+    it for the same model, all but its measurements over the same weights with new
+    tables, and only its settings over new weights, as the rest (training,
+    description, command) told of the old ones."""
+    if old.get("checksum") == checksum:
+        return old
+    if old.get("files", {}).get(WEIGHTS) == weights_sha:
+        return {k: v for k, v in old.items() if k not in MEASURED}
+    return {k: old[k] for k in SETTINGS if k in old}
 
 
 def read_card(model_dir: Path) -> dict:

@@ -65,12 +65,13 @@ def test_two_phases_checkpoint_resume_and_roundtrip(tmp_path, monkeypatch):
     data = _folder(tmp_path / "data")
     out = tmp_path / "models" / "general"
     card = train(data, out, TINY, steps=6, gan_steps=4, beta=0.01, crop=32, batch=2, ckpt_every_s=0, strategy="default", verbose=0)
-    t = card["training"]
+    t = card["training"]["runs"][-1]
     assert (t["rd_steps"], t["gan_steps"], t["train_sources"]) == (6, 4, 4)
+    assert card["training"]["steps"] == 10 and len(card["training"]["runs"]) == 1 and t["init"] == "scratch"
     assert json.loads((out / "checkpoint" / "rd" / "state.json").read_text())["step"] == 6
     assert json.loads((out / "checkpoint" / "gan" / "state.json").read_text())["step"] == 4
     beta0 = json.loads((out / "beta0" / "card.json").read_text())
-    assert beta0["training"]["beta"] == 0.0 and beta0["checksum"] != card["checksum"]
+    assert beta0["training"]["runs"][-1]["beta"] == 0.0 and beta0["training"]["steps"] == 6 and beta0["checksum"] != card["checksum"]
 
     # The checkpoint holds exactly what was saved: weights and optimizer state.
     import keras
@@ -111,19 +112,34 @@ def test_cli_fine_tunes_one_category(tmp_path, tiny_models, monkeypatch):
     r = CliRunner().invoke(main, ["train", "flower", "--data", str(data), "--steps", "3", "--gan-steps", "2", "--crop", "32", "--batch", "2", "--fp32"])
     assert r.exit_code == 0, r.output
     card = json.loads((models / "flower" / "card.json").read_text())
-    assert card["category"] == "flower" and card["training"]["categories"] == ["flower"]
-    assert card["training"]["train_sources"] == 2 and card["training"]["init"].endswith("general")
+    run = card["training"]["runs"][-1]
+    assert card["category"] == "flower" and run["categories"] == ["flower"]
+    assert run["train_sources"] == 2 and run["init"].endswith("general") and run["init_checksum"] == json.loads(before)["checksum"]
     assert (models / "general" / "card.json").read_text() == before  # the other models are untouched
     assert card["tables"]["fitted_on_images"] == 2  # the context choice was fitted on the flower images
     assert catcomp.compress(Image.fromarray(photo(40, 30)), category="flower")[:4] == b"\x89CCZ"
 
-    # --tables-only refits the general model's tables on the data; its weights stay as they are.
+    # Retrained in place, the card keeps its history and its tuned rate, but
+    # not the measurements and description of the weights it replaced.
+    card.update(rd={"test": {"points": []}}, tuning={"flower": {"level": 1.5}}, tuned_levels={"flower": 1.5}, description="the old weights")
+    (models / "flower" / "card.json").write_text(json.dumps(card))
+    r = CliRunner().invoke(main, ["train", "flower", "--data", str(data), "--init", "flower", "--steps", "2", "--gan-steps", "0", "--crop", "32", "--batch", "2", "--fp32"])
+    assert r.exit_code == 0 and "catcomp tune flower" in r.output, r.output
+    new = json.loads((models / "flower" / "card.json").read_text())
+    assert new["training"]["steps"] == 7 and [x["rd_steps"] for x in new["training"]["runs"]] == [3, 2]
+    assert new["training"]["runs"][-1]["init_checksum"] == card["checksum"] != new["checksum"]
+    assert new["tuned_levels"] == {"flower": 1.5} and not {"rd", "tuning", "description"} & set(new)
+
+    # --tables-only refits the general model's tables on the data; its weights stay as they are,
+    # and so does its card but for the measurements of the old tables.
     weights = (models / "general" / "model.weights.h5").read_bytes()
+    (models / "general" / "card.json").write_text(json.dumps({**json.loads(before), "rd": {"test": {}}, "description": "kept"}))
     r = CliRunner().invoke(main, ["train", "general", "--data", str(data), "--tables-only", "--crop", "32"])
     assert r.exit_code == 0, r.output
     card = json.loads((models / "general" / "card.json").read_text())
     assert card["tables"]["fitted_on_images"] == 4 and card["checksum"] != json.loads(before)["checksum"]
     assert (models / "general" / "model.weights.h5").read_bytes() == weights
+    assert card["description"] == "kept" and card["tuned_level"] == 2.0 and "rd" not in card
     from catcomp.zoo import load_model
 
     tables = load_model(models / "general").tables  # both predictors fitted (the untrained tables had neither)
