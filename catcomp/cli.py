@@ -289,15 +289,21 @@ def tune_cmd(categories, data_dir, target, stat, limit, dry_run):
 @click.option("--split", default="test", show_default=True, type=click.Choice(["val", "test"]))
 @click.option("--limit", default=0, help="At most N images per category (0 = all).")
 @click.option("-o", "--output", default="catcomp-compare", show_default=True, type=click.Path(file_okay=False, path_type=Path))
-def compare_cmd(categories, data_dir, split, limit, output):
+@click.option("--update", is_flag=True, help="Measure only the named categories and keep the other rows of OUTPUT/compare.json.")
+def compare_cmd(categories, data_dir, split, limit, output, update):
     """Per-category optimal ratios: the tuned operating points against raw, PNG, JPEG, WebP and AVIF."""
-    from .evaluate import COMPARE_COLUMNS, compare, format_table
+    from .evaluate import COMPARE_COLUMNS, compare, format_table, stale_rows
 
     cats = categories or CATEGORIES
     bar, step = _progress("compare")
-    with bar:
-        rep = compare(data_dir, cats, split, limit, output, progress=lambda _: step(None, len(cats)))
+    try:
+        with bar:
+            rep = compare(data_dir, cats, split, limit, output, progress=lambda _: step(None, len(cats)), update=update)
+    except ValueError as e:
+        raise click.UsageError(str(e)) from None
     click.echo(format_table(rep["results"], COMPARE_COLUMNS))
+    for c in stale_rows(rep):
+        click.echo(f"warning: the {c} row was measured with another model than the one installed now; re-run `catcomp compare {c} --update`", err=True)
     for r in rep["results"]:
         if "target" in r:
             t = r["target"]

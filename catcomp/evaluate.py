@@ -337,7 +337,7 @@ def compare_category(items, category: str, levels=DEFAULT_LEVELS, baseline_names
     tuned_bytes = sum(r["bytes"] for r in rows if r["codec"] == "tuned")
     png = sum(_png_bytes(rgb) for *_, rgb in items)
     res = {
-        "category": category, "model": lm.name, "images": len(items), "tuned_level": tuned,
+        "category": category, "model": lm.name, "checksum": lm.card["checksum"], "images": len(items), "tuned_level": tuned,
         "bpp": op["bpp"], "pct_of_raw": 100 * tuned_bytes / (3 * pixels), "pct_of_png": 100 * tuned_bytes / png,
         **{k: op[k] for k in QUALITY_KEYS if k in op}, "curve": cv["catcomp"], "baseline_curves": {b: cv[b] for b in baseline_names},
     }  # fmt: skip
@@ -391,15 +391,30 @@ COMPARE_COLUMNS = ("category", "tuned_level", "bpp", "pct_of_raw", "pct_of_png",
                    "webp_bpp", "saving_vs_webp_pct", "avif_bpp", "saving_vs_avif_pct")  # fmt: skip
 
 
-def compare(data, categories=CATEGORIES, split="test", limit=0, out_dir=None, progress=None) -> dict:
-    """:func:`compare_category` for each category on ``split``; table, JSON, CSV and figure."""
+def compare(data, categories=CATEGORIES, split="test", limit=0, out_dir=None, progress=None, update=False) -> dict:
+    """:func:`compare_category` for each category on ``split``; table, JSON, CSV and figure.
+
+    With ``update`` only ``categories`` are measured and the other rows of
+    ``out_dir/compare.json`` are kept (if it was made on the same split): each row
+    names its model's checksum and the time it was measured, so a kept row can be
+    checked against the installed model (:func:`stale_rows`)."""
     t0 = time.time()
     results = []
     for c in categories:
-        results.append(compare_category(split_items(data, c, split, limit), c))
+        t1 = time.time()
+        row = compare_category(split_items(data, c, split, limit), c)
+        results.append({**row, "measured": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "seconds": round(time.time() - t1, 1)})
         if progress:
             progress(c)
-    report = {"split": split, "data": str(data), "results": results, "seconds": round(time.time() - t0, 1)}
+    old = Path(out_dir or ".") / "compare.json"
+    if update and old.is_file():
+        prev = json.loads(old.read_text())
+        if prev.get("split") != split:
+            raise ValueError(f"{old} compares the {prev.get('split')} split, not {split}: cannot update it")
+        kept = [r for r in prev["results"] if r["category"] not in categories]
+        order = {c: i for i, c in enumerate(CATEGORIES)}
+        results = sorted(kept + results, key=lambda r: order.get(r["category"], len(order)))
+    report = {"split": split, "data": str(data), "results": results, "seconds": round(time.time() - t0, 1), "measured_now": list(categories)}
     if out_dir:
         out_dir = Path(out_dir)
         write_json(out_dir / "compare.json", report)
@@ -407,6 +422,17 @@ def compare(data, categories=CATEGORIES, split="test", limit=0, out_dir=None, pr
         for ext in ("png", "svg"):
             plot_compare(results, out_dir / f"compare.{ext}")
     return report
+
+
+def stale_rows(report: dict) -> list[str]:
+    """Categories whose row in a compare report measured another model than the one installed now."""
+    def installed(category):
+        try:
+            return load_model(model_name(category)).card["checksum"]
+        except CatcompError:
+            return None
+
+    return [r["category"] for r in report["results"] if r.get("checksum") != installed(r["category"])]
 
 
 def format_table(rows, columns) -> str:

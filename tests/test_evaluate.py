@@ -117,6 +117,22 @@ def test_tune_picks_the_lowest_level_meeting_the_target(tmp_path, tiny_models, m
         qs = [p["psnr"] for p in res["baseline_curves"][b]]
         assert np.isnan(res[f"{b}_bpp"]) == (not min(qs) <= res["psnr"] <= max(qs))
     assert "flower" in r.output and (tmp_path / "cmp" / "compare.png").stat().st_size > 1000
+    assert res["checksum"] == card["checksum"] and "warning" not in r.output
+
+    # --update measures only the named category and keeps the other rows, each naming
+    # its model, so a row measured with another model is flagged as stale.
+    _tree(data, "anime", n=2)
+    report = json.loads((tmp_path / "cmp" / "compare.json").read_text())
+    report["results"][0]["checksum"] = "0" * 16
+    (tmp_path / "cmp" / "compare.json").write_text(json.dumps(report))
+    r = CliRunner().invoke(main, ["compare", "anime", "--data", str(data), "-o", str(tmp_path / "cmp"), "--update"])
+    assert r.exit_code == 0, r.output
+    updated = json.loads((tmp_path / "cmp" / "compare.json").read_text())
+    assert [x["category"] for x in updated["results"]] == ["flower", "anime"] and updated["measured_now"] == ["anime"]
+    assert updated["results"][0] == report["results"][0] and updated["results"][1]["checksum"] == card["checksum"]
+    assert "the flower row was measured with another model" in r.output and "anime row" not in r.output
+    r = CliRunner().invoke(main, ["compare", "anime", "--data", str(data), "-o", str(tmp_path / "cmp"), "--update", "--split", "val"])
+    assert r.exit_code != 0 and "not val" in r.output
 
     before = (models / "general" / "card.json").read_text()
     r = CliRunner().invoke(main, ["tune", "flower", "--data", str(data), "--target", "psnr=99"])
