@@ -195,7 +195,7 @@ tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfigur
 from catcomp.train import train
 from tests.test_train import TINY
 card = train(sys.argv[1], sys.argv[2], TINY, steps=4, gan_steps=2, beta=0.01, crop=32, batch=4, strategy="mirrored", verbose=0)
-print(json.dumps(card["training"]))
+print(json.dumps(card["training"]["runs"][-1]))
 """
 
 
@@ -229,7 +229,7 @@ from catcomp.train import train
 from tests.test_train import TINY
 for gan_steps in (2, 4):  # the second call resumes the first one's checkpoints
     card = train(sys.argv[1], sys.argv[2], TINY, steps=5, gan_steps=gan_steps, beta=0.01, crop=32, batch=2, resume=True, ckpt_every_s=0, verbose=0)
-print(json.dumps(card["training"]))
+print(json.dumps(card["training"]["runs"][-1]))
 """
 
 
