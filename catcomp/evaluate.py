@@ -426,6 +426,7 @@ def compare(data, categories=CATEGORIES, split="test", limit=0, out_dir=None, pr
 
 def stale_rows(report: dict) -> list[str]:
     """Categories whose row in a compare report measured another model than the one installed now."""
+
     def installed(category):
         try:
             return load_model(model_name(category)).card["checksum"]

@@ -407,8 +407,8 @@ def train(
     fresh conditional discriminator. ``init`` is a model directory to start
     from (fine-tuning); ``resume`` continues from the checkpoints in
     ``out_dir/checkpoint`` exactly where they stopped. The card's ``training``
-holds the total steps and every run, the starting model's first (see
-:func:`lineage`). Returns the card.
+    holds the total steps and every run, the starting model's first (see
+    :func:`lineage`). Returns the card.
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
