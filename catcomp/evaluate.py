@@ -406,8 +406,8 @@ def compare(data, categories=CATEGORIES, split="test", limit=0, out_dir=None, pr
         results.append({**row, "measured": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "seconds": round(time.time() - t1, 1)})
         if progress:
             progress(c)
-    old = Path(out_dir or ".") / "compare.json"
-    if update and old.is_file():
+    old = Path(out_dir) / "compare.json" if update and out_dir else None
+    if old and old.is_file():
         prev = json.loads(old.read_text())
         if prev.get("split") != split:
             raise ValueError(f"{old} compares the {prev.get('split')} split, not {split}: cannot update it")
