@@ -430,8 +430,8 @@ def train(
                 transfer_weights(start, model)
         rd = Trainer(model)
         rd.compile(keras.optimizers.Adam(PlateauCosine(steps, peak=lr), global_clipnorm=1.0))
+    prior_steps, prior_runs, init_checksum = _run_lineage(init, out_dir / "checkpoint", resume)
     state = _phase("rd", rd, ds, steps, out_dir, resume, ckpt_every_s, verbose)
-    prior_steps, prior_runs, init_checksum = lineage(init)
     info = {"init": str(init) if init else "scratch", "init_checksum": init_checksum, "rd_steps": steps, "gan_steps": gan_steps, "beta": beta if gan_steps else 0.0,
             "crop": crop, "batch": batch, "lr_peak": lr, "bf16": bf16, "replicas": strategy.num_replicas_in_sync,
             "train_sources": n_sources, "train_pool": len(pool), "data": str(data), "categories": categories or "all"}
@@ -462,6 +462,19 @@ def lineage(init=None) -> tuple[int, list, str | None]:
     t = card.get("training") or {}
     runs = t.get("runs", [t] if t else [])
     return t.get("steps", sum(r.get("rd_steps", 0) + r.get("gan_steps", 0) for r in runs)), runs, card.get("checksum")
+
+
+def _run_lineage(init, ckpt_dir, resume):
+    """:func:`lineage` of ``init`` as it was when this run started, kept beside its
+    checkpoints: resumed after saving over its own ``init`` (``--out`` = ``--init``),
+    a run must not find itself in its starting model's history."""
+    path = Path(ckpt_dir) / "lineage.json"
+    if resume and path.is_file():
+        return tuple(json.loads(path.read_text()))
+    found = lineage(init)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_bytes_atomic(path, json.dumps(found).encode())
+    return found
 
 
 def start_config(init=None, res_blocks=None) -> ModelConfig:

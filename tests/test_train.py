@@ -129,6 +129,12 @@ def test_cli_fine_tunes_one_category(tmp_path, tiny_models, monkeypatch):
     assert new["training"]["steps"] == 7 and [x["rd_steps"] for x in new["training"]["runs"]] == [3, 2]
     assert new["training"]["runs"][-1]["init_checksum"] == card["checksum"] != new["checksum"]
     assert new["tuned_levels"] == {"flower": 1.5} and not {"rd", "tuning", "description"} & set(new)
+    # Resumed after it finished, the in-place run does not count itself twice.
+    r = CliRunner().invoke(main, ["train", "flower", "--data", str(data), "--init", "flower", "--steps", "2", "--gan-steps", "0", "--crop", "32", "--batch", "2", "--fp32", "--resume"])
+    assert r.exit_code == 0, r.output
+    again = json.loads((models / "flower" / "card.json").read_text())
+    assert [x["init_checksum"] for x in again["training"]["runs"]] == [x["init_checksum"] for x in new["training"]["runs"]]
+    assert again["training"]["steps"] == 7
 
     # --tables-only refits the general model's tables on the data; its weights stay as they are,
     # and so does its card but for the measurements of the old tables.
