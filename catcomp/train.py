@@ -35,7 +35,35 @@ from keras import ops
 
 from .transforms import CompressionModel, ModelConfig, build_discriminator, transfer_weights
 from .atomic import save_weights_atomic, write_bytes_atomic
+from .metrics import MS_SSIM_MIN_SIDE
 from .zoo import read_card, save_model
+
+_MS_SSIM_WEIGHTS = (0.0448, 0.2856, 0.3001, 0.2363, 0.1333)
+
+
+def ms_ssim(x, y, max_val=1.0, floor=1e-6):
+    """MS-SSIM of each image in a batch (NHWC, mean over channels) in Keras ops, for
+    the training loss. It equals ``tf.image.ssim_multiscale`` (11-px Gaussian window,
+    sigma 1.5, five scales, the standard weights) on even-sized images wherever every
+    scale's contrast-structure term is positive; TensorFlow clips those at 0, whose
+    fractional power has an infinite gradient (NaN losses), so here they stop at ``floor``.
+    """
+    g = np.exp(-0.5 * ((np.arange(11) - 5.0) / 1.5) ** 2)
+    kernel = np.tile(np.outer(g, g)[:, :, None, None] / g.sum() ** 2, (1, 1, x.shape[-1], 1)).astype("float32")
+    c1, c2 = (0.01 * max_val) ** 2, (0.03 * max_val) ** 2
+    terms = []
+    for i, w in enumerate(_MS_SSIM_WEIGHTS):
+        blur = lambda t: ops.depthwise_conv(t, kernel, padding="valid")  # noqa: E731
+        mx, my = blur(x), blur(y)
+        sxx, syy, sxy = blur(x * x) - mx * mx, blur(y * y) - my * my, blur(x * y) - mx * my
+        cs = (2 * sxy + c2) / (sxx + syy + c2)
+        if i == len(_MS_SSIM_WEIGHTS) - 1:  # the coarsest scale adds luminance: full SSIM
+            cs = cs * (2 * mx * my + c1) / (mx * mx + my * my + c1)
+        else:
+            x, y = ops.average_pool(x, 2, 2), ops.average_pool(y, 2, 2)
+        terms.append(ops.power(ops.maximum(ops.mean(cs, axis=(1, 2)), floor), w))
+    return ops.mean(ops.prod(ops.stack(terms, -1), axis=-1), axis=-1)
+
 
 class PlateauCosine(keras.optimizers.schedules.LearningRateSchedule):
     """Constant ``peak`` until ``hold`` of the steps, then cosine down to ``final``."""
@@ -58,19 +86,21 @@ class Trainer(keras.Model):
     """Trains a :class:`CompressionModel`, the keras-io DCGAN pattern extended to
     rate-distortion.
 
-    Generator loss per sample: ``bpp + lambda(level) * MSE_255`` plus, when a
-    discriminator is given and ``beta > 0``, ``beta * softplus(-D(x_hat, z))``
+    Generator loss per sample: ``bpp + lambda(level) * D`` with distortion
+    ``D = MSE_255 + ms_ssim * (1 - MS-SSIM)`` (``ms_ssim`` = 0: MSE only) plus,
+    when a discriminator is given and ``beta > 0``, ``beta * softplus(-D(x_hat, z))``
     (non-saturating GAN loss). ``D`` is conditioned on the quantized latent
     (HiFiC) and learns ``softplus(-D(x, z)) + softplus(D(x_hat, z))`` with its
     own optimizer: ``compile(optimizer=..., d_optimizer=...)``.
     """
 
-    def __init__(self, model: CompressionModel, discriminator=None, beta=0.0, **kw):
+    def __init__(self, model: CompressionModel, discriminator=None, beta=0.0, ms_ssim=0.0, **kw):
         super().__init__(**kw)
         self.model = model
         self.discriminator = discriminator
         self.beta = float(beta)
-        names = ("loss", "bpp", "psnr") + (("adv", "d_loss") if self.gan else ())
+        self.ms_ssim = float(ms_ssim)
+        names = ("loss", "bpp", "psnr") + (("ms_ssim",) if self.ms_ssim else ()) + (("adv", "d_loss") if self.gan else ())
         self.trackers = {k: keras.metrics.Mean(name=k) for k in names}
         self.built = True  # the parts are built; fit must not trace a call()
         # Created here, not lazily inside the traced step (tf.distribute needs that).
@@ -110,15 +140,19 @@ class Trainer(keras.Model):
         pixels = ops.cast(ops.shape(x)[1] * ops.shape(x)[2], "float32")
         bpp = -ops.sum(ops.log(lik), axis=(1, 2, 3)) / (math.log(2.0) * pixels)
         mse = ops.mean(ops.square(x - x_hat), axis=(1, 2, 3)) * 255.0**2
-        loss = ops.mean(bpp + self.model.lambdas(level) * mse)
+        distortion, extra = mse, {}
+        if self.ms_ssim:
+            ms = ms_ssim(x, ops.cast(ops.clip(x_hat, 0.0, 1.0), "float32"))
+            distortion, extra = mse + self.ms_ssim * (1.0 - ms), {"ms_ssim": ops.mean(ms)}
+        loss = ops.mean(bpp + self.model.lambdas(level) * distortion)
         if not self.gan:
-            return loss, None, bpp, mse, {}
+            return loss, None, bpp, mse, extra
         cond = ops.stop_gradient(z_hat)
         d_real = ops.cast(self.discriminator([x, cond], training=training), "float32")
         d_fake = ops.cast(self.discriminator([x_hat, cond], training=training), "float32")
         adv = ops.mean(ops.softplus(-d_fake))
         d_loss = ops.mean(ops.softplus(-d_real)) + ops.mean(ops.softplus(d_fake))
-        return loss + self.beta * adv, d_loss, bpp, mse, {"adv": adv, "d_loss": d_loss}
+        return loss + self.beta * adv, d_loss, bpp, mse, extra | {"adv": adv, "d_loss": d_loss}
 
     def train_step(self, x):
         if keras.backend.backend() == "torch":
@@ -378,6 +412,12 @@ def _phase(name, trainer, data, total, out_dir, resume, ckpt_every_s, verbose):
     return state
 
 
+def check_crop(crop, ms_ssim=0.0):
+    """Raise ValueError where the MS-SSIM term cannot be computed on ``crop``-pixel crops."""
+    if ms_ssim and crop < MS_SSIM_MIN_SIDE:
+        raise ValueError(f"the MS-SSIM term needs crops of at least {MS_SSIM_MIN_SIDE} px (its five scales); got {crop}")
+
+
 def train(
     data,
     out_dir,
@@ -397,6 +437,7 @@ def train(
     card=None,
     bf16=False,
     strategy="auto",
+    ms_ssim=0.0,
     verbose=None,
 ):
     """Train (or resume) a model on the ``train`` split of ``data``; save it to ``out_dir``.
@@ -405,11 +446,13 @@ def train(
     ``gan_steps > 0`` the phase-1 model is saved to ``out_dir/beta0`` and
     phase 2 fine-tunes it with the adversarial term (``beta``) against a
     fresh conditional discriminator. ``init`` is a model directory to start
-    from (fine-tuning); ``resume`` continues from the checkpoints in
+    from (fine-tuning); ``ms_ssim`` weighs a ``1 - MS-SSIM`` term in the
+    distortion of both phases (see :class:`Trainer`); ``resume`` continues from the checkpoints in
     ``out_dir/checkpoint`` exactly where they stopped. The card's ``training``
     holds the total steps and every run, the starting model's first (see
     :func:`lineage`). Returns the card.
     """
+    check_crop(crop, ms_ssim)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     strategy = make_strategy(strategy) if isinstance(strategy, str) else strategy
@@ -428,11 +471,11 @@ def train(
             start.load_weights(Path(init) / "model.weights.h5")
             if start is not model:
                 transfer_weights(start, model)
-        rd = Trainer(model)
+        rd = Trainer(model, ms_ssim=ms_ssim)
         rd.compile(keras.optimizers.Adam(PlateauCosine(steps, peak=lr), global_clipnorm=1.0))
     prior_steps, prior_runs, init_checksum = _run_lineage(init, out_dir / "checkpoint", resume)
     state = _phase("rd", rd, ds, steps, out_dir, resume, ckpt_every_s, verbose)
-    info = {"init": str(init) if init else "scratch", "init_checksum": init_checksum, "rd_steps": steps, "gan_steps": gan_steps, "beta": beta if gan_steps else 0.0,
+    info = {"init": str(init) if init else "scratch", "init_checksum": init_checksum, "rd_steps": steps, "gan_steps": gan_steps, "beta": beta if gan_steps else 0.0, "ms_ssim": ms_ssim,
             "crop": crop, "batch": batch, "lr_peak": lr, "bf16": bf16, "replicas": strategy.num_replicas_in_sync,
             "train_sources": n_sources, "train_pool": len(pool), "data": str(data), "categories": categories or "all"}
     info["rd_seconds"] = state["seconds"]
@@ -440,7 +483,7 @@ def train(
         beta0 = {"steps": prior_steps + steps, "runs": prior_runs + [{**info, "gan_steps": 0, "beta": 0.0}]}
         save_model(model, out_dir / "beta0", {**(card or {}), "name": f"{out_dir.name}-beta0", "training": beta0}, pool)
         with strategy.scope():
-            gan = Trainer(model, build_discriminator(config, dtype), beta=beta)
+            gan = Trainer(model, build_discriminator(config, dtype), beta=beta, ms_ssim=ms_ssim)
             gan.compile(
                 keras.optimizers.Adam(PlateauCosine(gan_steps, peak=gan_lr, warmup=100), global_clipnorm=1.0),
                 d_optimizer=keras.optimizers.Adam(3e-4, beta_1=0.5),

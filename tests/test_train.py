@@ -61,6 +61,35 @@ def test_rd_and_gan_losses_fall():
     assert _mean_losses(gan, x) < 0.7 * before  # the adversarial phase keeps the RD quality
 
 
+def test_ms_ssim_term_adds_to_the_distortion_and_trains():
+    import keras
+
+    import tensorflow as tf
+
+    from catcomp.train import Trainer, ms_ssim
+    from catcomp.transforms import CompressionModel
+
+    x = np.stack([photo(176, 176, seed=s) for s in range(2)]).astype("float32") / 255.0
+    noisy = np.clip(x + np.random.default_rng(0).normal(0, [[[[0.03]]], [[[0.1]]]], x.shape), 0, 1).astype("float32")
+    expected = tf.image.ssim_multiscale(x, noisy, max_val=1.0).numpy()
+    assert np.allclose(ms_ssim(x, noisy), expected, atol=1e-4) and expected[0] > expected[1]  # the loss's MS-SSIM is the metric's
+    keras.utils.set_random_seed(5)
+    model = CompressionModel(TINY)
+    losses = {}
+    for w in (0.0, 1000.0):
+        keras.utils.set_random_seed(6)  # the same random levels for both
+        loss, _, bpp, mse, extra = Trainer(model, ms_ssim=w).losses_of(x, training=False)
+        losses[w] = float(loss)
+    ms = float(extra["ms_ssim"])
+    assert 0.0 < ms < 1.0 and losses[1000.0] > losses[0.0]  # the 1-MS-SSIM term is there and positive
+
+    t = Trainer(model, ms_ssim=1000.0)
+    t.compile(keras.optimizers.Adam(3e-3, global_clipnorm=1.0))
+    hist = t.fit(x, batch_size=2, epochs=30, verbose=0).history
+    assert all(np.isfinite(hist["loss"])) and hist["ms_ssim"][-1] > hist["ms_ssim"][0] + 0.05, hist["ms_ssim"]
+    assert np.mean(hist["loss"][-5:]) < 0.7 * np.mean(hist["loss"][:5])
+
+
 def test_two_phases_checkpoint_resume_and_roundtrip(tmp_path, monkeypatch):
     data = _folder(tmp_path / "data")
     out = tmp_path / "models" / "general"
@@ -109,6 +138,8 @@ def test_cli_fine_tunes_one_category(tmp_path, tiny_models, monkeypatch):
     monkeypatch.setenv("CATCOMP_MODELS", str(models))
     before = (models / "general" / "card.json").read_text()
     data = _folder(tmp_path / "data")
+    r = CliRunner().invoke(main, ["train", "flower", "--data", str(data), "--ms-ssim", "1000", "--crop", "32"])
+    assert r.exit_code == 2 and "--crop" in r.output and "161" in r.output and not (models / "flower").exists(), r.output
     r = CliRunner().invoke(main, ["train", "flower", "--data", str(data), "--steps", "3", "--gan-steps", "2", "--crop", "32", "--batch", "2", "--fp32"])
     assert r.exit_code == 0, r.output
     card = json.loads((models / "flower" / "card.json").read_text())
