@@ -41,7 +41,7 @@ from .zoo import read_card, save_model
 _MS_SSIM_WEIGHTS = (0.0448, 0.2856, 0.3001, 0.2363, 0.1333)
 
 
-def ms_ssim(x, y, max_val=1.0, floor=1e-6):
+def differentiable_ms_ssim(x, y, max_val=1.0, floor=1e-6):
     """MS-SSIM of each image in a batch (NHWC, mean over channels) in Keras ops, for
     the training loss. It equals ``tf.image.ssim_multiscale`` (11-px Gaussian window,
     sigma 1.5, five scales, the standard weights) on even-sized images wherever every
@@ -52,8 +52,11 @@ def ms_ssim(x, y, max_val=1.0, floor=1e-6):
     kernel = np.tile(np.outer(g, g)[:, :, None, None] / g.sum() ** 2, (1, 1, x.shape[-1], 1)).astype("float32")
     c1, c2 = (0.01 * max_val) ** 2, (0.03 * max_val) ** 2
     terms = []
+
+    def blur(t):
+        return ops.depthwise_conv(t, kernel, padding="valid")
+
     for i, w in enumerate(_MS_SSIM_WEIGHTS):
-        blur = lambda t: ops.depthwise_conv(t, kernel, padding="valid")  # noqa: E731
         mx, my = blur(x), blur(y)
         sxx, syy, sxy = blur(x * x) - mx * mx, blur(y * y) - my * my, blur(x * y) - mx * my
         cs = (2 * sxy + c2) / (sxx + syy + c2)
@@ -142,7 +145,7 @@ class Trainer(keras.Model):
         mse = ops.mean(ops.square(x - x_hat), axis=(1, 2, 3)) * 255.0**2
         distortion, extra = mse, {}
         if self.ms_ssim:
-            ms = ms_ssim(x, ops.cast(ops.clip(x_hat, 0.0, 1.0), "float32"))
+            ms = differentiable_ms_ssim(x, ops.cast(ops.clip(x_hat, 0.0, 1.0), "float32"))
             distortion, extra = mse + self.ms_ssim * (1.0 - ms), {"ms_ssim": ops.mean(ms)}
         loss = ops.mean(bpp + self.model.lambdas(level) * distortion)
         if not self.gan:
