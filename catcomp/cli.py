@@ -58,6 +58,21 @@ def main():
 
 
 _workers = click.option("-j", "--workers", type=int, help="Images processed at once [default: the CPU count].")
+_refine_for = click.option("--refine-for", type=click.Choice(["mse", "ssim"]), default="mse", show_default=True,
+                           help="What --refine optimises besides rate: mse (and so PSNR), or ssim (SSIM targets; costs some PSNR).")
+
+
+def _refinement(steps, aim):
+    """--refine and --refine-for as the API's ``refine`` argument."""
+    if not steps:
+        if aim != "mse":
+            raise click.UsageError("--refine-for needs --refine N")
+        return 0
+    from .refine import Refinement
+
+    return Refinement.aiming_at(steps, aim)
+
+
 _report_opt = click.option("--report", type=click.Path(dir_okay=False, path_type=Path), help="Write one row per file to a .csv or .json file.")
 
 
@@ -73,6 +88,7 @@ _report_opt = click.option("--report", type=click.Path(dir_okay=False, path_type
 @click.option("--refine", type=click.IntRange(0), default=0, show_default=True,
               help="Encoder effort: steps of latent refinement per image (30 is a good choice; encoding is then tens of times slower, "
               "smaller files at equal quality, same decoder).")
+@_refine_for
 @click.option("--overwrite", is_flag=True, help="Replace existing outputs (inputs are never replaced). Without it, complete outputs are kept and skipped.")
 @_workers
 @_report_opt
@@ -80,8 +96,8 @@ _report_opt = click.option("--report", type=click.Path(dir_okay=False, path_type
               help="local: a thread pool here; ray: Ray Data actors on a Ray cluster (pip install 'catcomp[ray]').")
 @click.option("--address", help="Ray cluster to join (auto, ray://host:10001) [default: RAY_ADDRESS, else a local instance].")
 @click.option("--num-workers", type=int, help="Ray actors, one CPU each [default: the cluster's CPUs].")
-def compress(inputs, output, category, level, target_size, target_bpp, ratio, target_quality, refine, overwrite, workers, report, engine, address,
-             num_workers):  # fmt: skip
+def compress(inputs, output, category, level, target_size, target_bpp, ratio, target_quality, refine, refine_for, overwrite, workers, report, engine,
+             address, num_workers):  # fmt: skip
     """Compress images and folders of images to .ccz files.
 
     The rate is the category's tuned level unless --level or one rate
@@ -100,7 +116,7 @@ def compress(inputs, output, category, level, target_size, target_bpp, ratio, ta
             target = getattr(Target, kind)(value)
     except CatcompError as e:
         raise click.BadParameter(str(e)) from None
-    opts = {"category": category, "level": level, "overwrite": overwrite, "target": target, "refine": refine}
+    opts = {"category": category, "level": level, "overwrite": overwrite, "target": target, "refine": _refinement(refine, refine_for)}
     bar, step = _progress("compress")
     with bar:
         try:
@@ -219,8 +235,9 @@ def _split_list(text, cast=str):
 @click.option("--codecs", default="catcomp,general,jpeg,webp,avif", show_default=True, help="Any of catcomp,general,jpeg,webp,avif,jpeg2000.")
 @click.option("--levels", default="0,1,2,3,4,5", show_default=True, help="catcomp rate levels to measure.")
 @click.option("--refine", type=click.IntRange(0), default=0, show_default=True, help="Encode catcomp's points with N steps of latent refinement.")
+@_refine_for
 @click.option("-o", "--output", default="catcomp-eval", show_default=True, type=click.Path(file_okay=False, path_type=Path))
-def evaluate_cmd(inputs, category, route_flag, codecs, levels, refine, output):
+def evaluate_cmd(inputs, category, route_flag, codecs, levels, refine, refine_for, output):
     """Rate-distortion of catcomp and baselines on images: JSON, CSV, RD plots, BD-rates.
 
     Each image is routed (or taken as --category); `catcomp` codes it with
@@ -237,6 +254,7 @@ def evaluate_cmd(inputs, category, route_flag, codecs, levels, refine, output):
 
     if category and route_flag:
         raise click.UsageError("--category and --route exclude each other")
+    refine = _refinement(refine, refine_for)
     items, failed = [], 0
     for src, _, err in plan(inputs, Path("."), IMAGE_SUFFIXES, lambda rel: rel.name):
         try:

@@ -213,34 +213,38 @@ def synthesize(q: np.ndarray, lm: LoadedModel, j: int, width: int, height: int) 
     return _tiled(to_pixels, y_hat, 16, TILE // 16)[:height, :width]
 
 
-def refined(y: np.ndarray, img: PaddedImage, lm: LoadedModel, j: int, refine: int) -> np.ndarray:
-    """Latent ``y`` after ``refine`` steps of encoder-side refinement (:mod:`catcomp.refine`)."""
-    if refine <= 0:
+def refined(y: np.ndarray, img: PaddedImage, lm: LoadedModel, j: int, refine) -> np.ndarray:
+    """Latent ``y`` after encoder-side refinement ``refine``: a step count or a
+    :class:`catcomp.refine.Refinement` (0: ``y`` itself)."""
+    if not refine:
         return y
-    from .refine import TILE, refine_tile
+    from .refine import TILE, Refinement, refine_tile
+
+    refine = Refinement.of(refine)  # checked before the first tile
 
     return _tiled(lambda t, b: refine_tile(t[0], img.rgb[16 * b[0] : 16 * b[1], 16 * b[2] : 16 * b[3]], lm, j, refine)[None], y, 1, TILE, box=True)
 
 
-def encode_image(img: PaddedImage, lm: LoadedModel, j: int, category: str, refine: int = 0) -> bytes:
+def encode_image(img: PaddedImage, lm: LoadedModel, j: int, category: str, refine=0) -> bytes:
     return pack(img, lm, quantize(refined(analyse(img, lm), img, lm, j, refine), lm, j), j, category)
 
 
-def compress(image_or_path, category: str | None = None, level: float | None = None, target=None, refine: int = 0) -> bytes:
+def compress(image_or_path, category: str | None = None, level: float | None = None, target=None, refine=0) -> bytes:
     """Compress an image (path, bytes or PIL image) into ``.ccz`` bytes.
 
     ``category`` picks the model (``None``: the router decides; without an
     installed router, the general model); ``level`` is the continuous rate
     knob in ``[0, len(LEVELS) - 1]`` (``None``: the category's tuned rate);
     ``target`` (a :class:`catcomp.Target`) instead searches the knob per
-    image for a file size, bpp, ratio or quality; ``refine`` > 0 spends that
+    image for a file size, bpp, ratio or quality; ``refine`` = N > 0 spends that
     many optimisation steps on the latent for a better file (slower encoding,
-    same decoder; see :mod:`catcomp.refine`).
+    same decoder), and ``refine=Refinement.aiming_at(N, "ssim")`` aims them at
+    SSIM (see :mod:`catcomp.refine`).
     """
     return compress_image(*read_image(image_or_path), category, level, target, refine)[0]
 
 
-def compress_image(im: Image.Image, name: str, category: str | None = None, level: float | None = None, target=None, refine: int = 0):
+def compress_image(im: Image.Image, name: str, category: str | None = None, level: float | None = None, target=None, refine=0):
     """:func:`compress` for an opened image; also returns the router's decision (or ``None``)."""
     if target is not None and level is not None:
         raise CatcompError("give a rate level or a rate target, not both")

@@ -35,6 +35,7 @@ from .entropy import LEVEL_STEP, level_index
 from .errors import CatcompError
 from .metrics import MS_SSIM_MIN_SIDE, all_metrics, bd_rate, psnr, rate_at_quality
 from .ratecontrol import bisect_first, meets, parse_quality, quality_of
+from .refine import Refinement
 from .zoo import load_model, read_card, write_card
 
 #: Codec names :func:`evaluate` knows: catcomp (the image's category model),
@@ -52,7 +53,7 @@ class ModelCodec:
 
     def __init__(self, fixed_model: str | None = None, refine: int = 0):
         self.fixed_model = fixed_model  # None: each image's category model
-        self.refine = refine  # encoder-side refinement steps at each level
+        self.refine = refine  # encoder-side refinement at each level: steps or a Refinement
 
     def points(self, rgb, category, levels):
         lm = load_model(self.fixed_model or model_name(category))
@@ -193,8 +194,8 @@ def write_json(path, obj):
 def evaluate(items, codec_names=("catcomp", "jpeg", "webp"), levels=DEFAULT_LEVELS, out_dir=None, progress=None, refine=0) -> dict:
     """RD of ``codec_names`` on ``items`` (name, category, RGB); per category and overall.
 
-    ``refine`` > 0 encodes the catcomp points with that many steps of latent
-    refinement (:mod:`catcomp.refine`).
+    ``refine`` (steps or a :class:`~catcomp.refine.Refinement`) encodes the
+    catcomp points with latent refinement (:mod:`catcomp.refine`).
 
     With ``out_dir``: ``evaluate.json`` (curves and BD tables),
     ``evaluate.csv`` (one row per image, codec and setting) and
@@ -203,7 +204,8 @@ def evaluate(items, codec_names=("catcomp", "jpeg", "webp"), levels=DEFAULT_LEVE
     t0 = time.time()
     rows = measure(items, make_codecs(codec_names, levels, refine), progress=progress)
     groups = {"all": None, **{c: c for c in CATEGORIES if any(r["category"] == c for r in rows)}}
-    report = {"images": len(items), "codecs": list(codec_names), "levels": list(levels), "refine": refine, "groups": {}}
+    r = Refinement.of(refine)
+    report = {"images": len(items), "codecs": list(codec_names), "levels": list(levels), "refine": r.steps, "refine_ssim_weight": r.ssim, "groups": {}}
     for g, cat in groups.items():
         cv = curves(rows, cat)
         report["groups"][g] = {"images": sum(1 for i in items if cat in (None, i[1])), "curves": cv, "bd_rate_pct": bd_table(cv)}

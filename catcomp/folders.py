@@ -210,7 +210,7 @@ class CompressJob:
     level: float | None = None
     target: object = None  # a catcomp.ratecontrol.Target
     overwrite: bool = False
-    refine: int = 0  # encoder-side latent refinement steps (catcomp.refine)
+    refine: object = 0  # encoder-side latent refinement: steps or a catcomp.refine.Refinement
 
     def work(self, src, r: Result) -> bytes:
         if is_uri(src):
@@ -238,8 +238,8 @@ def compress_files(inputs, out, category=None, level=None, overwrite=False, prog
 
     Each image is routed (unless ``category`` is given) and coded at its
     category's tuned level (unless ``level`` is given, or ``target`` -- a
-    :class:`~catcomp.ratecontrol.Target` -- sets it per image); ``refine`` > 0
-    refines each latent that many steps (:mod:`catcomp.refine`). Existing complete
+    :class:`~catcomp.ratecontrol.Target` -- sets it per image); ``refine`` (steps
+    or a :class:`~catcomp.refine.Refinement`) refines each latent (:mod:`catcomp.refine`). Existing complete
     outputs are kept and counted as done, so an interrupted run resumes.
     Inputs may be filesystem URIs (``s3://...``); ``out`` is a local path.
     """

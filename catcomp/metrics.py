@@ -2,6 +2,8 @@
 
 MSE, PSNR and L1 are plain numpy; SSIM comes from scikit-image (Gaussian
 window, sigma 1.5, as in Wang et al. 2004) and MS-SSIM from TensorFlow.
+Differentiable copies of SSIM and MS-SSIM in Keras ops serve the training
+and refinement losses.
 """
 
 from __future__ import annotations
@@ -120,3 +122,54 @@ def rate_at_quality(rate, quality, target_quality) -> float:
     if not q[order][0] <= target_quality <= q[order][-1]:
         return float("nan")
     return float(np.exp(np.interp(target_quality, q[order], lr[order])))
+
+
+# --- the same SSIM and MS-SSIM as differentiable Keras ops, for training and refinement losses ---
+
+_MS_SSIM_WEIGHTS = (0.0448, 0.2856, 0.3001, 0.2363, 0.1333)
+
+
+def _ssim_maps(x, y, max_val):
+    """(contrast-structure, luminance) maps of two NHWC batches over an 11-px Gaussian window (sigma 1.5), valid padding."""
+    from keras import ops
+
+    g = np.exp(-0.5 * ((np.arange(11) - 5.0) / 1.5) ** 2)
+    kernel = np.tile(np.outer(g, g)[:, :, None, None] / g.sum() ** 2, (1, 1, x.shape[-1], 1)).astype("float32")
+    c1, c2 = (0.01 * max_val) ** 2, (0.03 * max_val) ** 2
+
+    def blur(t):
+        return ops.depthwise_conv(t, kernel, padding="valid")
+
+    mx, my = blur(x), blur(y)
+    sxx, syy, sxy = blur(x * x) - mx * mx, blur(y * y) - my * my, blur(x * y) - mx * my
+    return (2 * sxy + c2) / (sxx + syy + c2), (2 * mx * my + c1) / (mx * mx + my * my + c1)
+
+
+def differentiable_ssim(x, y, max_val=1.0):
+    """SSIM of each image in a batch (NHWC, mean over channels and window positions)
+    in Keras ops: :func:`ssim`'s definition (its Gaussian window, constants and
+    valid-window mean), for losses."""
+    from keras import ops
+
+    cs, lum = _ssim_maps(x, y, max_val)
+    return ops.mean(cs * lum, axis=(1, 2, 3))
+
+
+def differentiable_ms_ssim(x, y, max_val=1.0, floor=1e-6):
+    """MS-SSIM of each image in a batch (NHWC, mean over channels) in Keras ops, for
+    the training loss. It equals ``tf.image.ssim_multiscale`` (11-px Gaussian window,
+    sigma 1.5, five scales, the standard weights) on even-sized images wherever every
+    scale's contrast-structure term is positive; TensorFlow clips those at 0, whose
+    fractional power has an infinite gradient (NaN losses), so here they stop at ``floor``.
+    """
+    from keras import ops
+
+    terms = []
+    for i, w in enumerate(_MS_SSIM_WEIGHTS):
+        cs, lum = _ssim_maps(x, y, max_val)
+        if i == len(_MS_SSIM_WEIGHTS) - 1:  # the coarsest scale adds luminance: full SSIM
+            cs = cs * lum
+        else:
+            x, y = ops.average_pool(x, 2, 2), ops.average_pool(y, 2, 2)
+        terms.append(ops.power(ops.maximum(ops.mean(cs, axis=(1, 2)), floor), w))
+    return ops.mean(ops.prod(ops.stack(terms, -1), axis=-1), axis=-1)

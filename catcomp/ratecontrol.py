@@ -122,10 +122,10 @@ def bisect_first(lo: int, hi: int, pred) -> int | None:
     return lo
 
 
-def search(img, lm, category: str, target: Target, refine: int = 0) -> tuple[bytes, int]:
+def search(img, lm, category: str, target: Target, refine=0) -> tuple[bytes, int]:
     """(``.ccz`` bytes, grid index) meeting ``target`` for a :class:`~catcomp.codec.PaddedImage`.
 
-    With ``refine`` > 0 the latent is refined (:mod:`catcomp.refine`). For a
+    With ``refine`` (steps or a :class:`~catcomp.refine.Refinement`) the latent is refined (:mod:`catcomp.refine`). For a
     size target: at the level found without refinement (the same size, less
     error). For a quality target: the search goes on below the level found,
     refining at each level it probes (a smaller file; about log2(levels)
@@ -151,7 +151,7 @@ def search(img, lm, category: str, target: Target, refine: int = 0) -> tuple[byt
         if over == 0:
             raise CatcompError(f"cannot meet {target}: the lowest rate level already needs {len(probe(0)[1])} bytes (limit {limit})")
         j = top if over is None else over - 1
-        if refine > 0 and len(probe(j, refine)[1]) <= limit:
+        if refine and len(probe(j, refine)[1]) <= limit:
             return probe(j, refine)[1], j
         return probe(j)[1], j
 
@@ -166,5 +166,5 @@ def search(img, lm, category: str, target: Target, refine: int = 0) -> tuple[byt
     if j is None:
         got = ", ".join(f"{k}={v:.4g}" for k, v in measured[top].items())
         raise CatcompError(f"cannot meet {target}: the highest rate level gives {got}")
-    r = bisect_first(0, j, lambda k: good(k, refine)) if refine > 0 else None
+    r = bisect_first(0, j, lambda k: good(k, refine)) if refine else None
     return (probe(j)[1], j) if r is None else (probe(r, refine)[1], r)

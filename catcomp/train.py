@@ -35,38 +35,8 @@ from keras import ops
 
 from .transforms import CompressionModel, ModelConfig, build_discriminator, transfer_weights
 from .atomic import save_weights_atomic, write_bytes_atomic
-from .metrics import MS_SSIM_MIN_SIDE
+from .metrics import MS_SSIM_MIN_SIDE, differentiable_ms_ssim
 from .zoo import read_card, save_model
-
-_MS_SSIM_WEIGHTS = (0.0448, 0.2856, 0.3001, 0.2363, 0.1333)
-
-
-def differentiable_ms_ssim(x, y, max_val=1.0, floor=1e-6):
-    """MS-SSIM of each image in a batch (NHWC, mean over channels) in Keras ops, for
-    the training loss. It equals ``tf.image.ssim_multiscale`` (11-px Gaussian window,
-    sigma 1.5, five scales, the standard weights) on even-sized images wherever every
-    scale's contrast-structure term is positive; TensorFlow clips those at 0, whose
-    fractional power has an infinite gradient (NaN losses), so here they stop at ``floor``.
-    """
-    g = np.exp(-0.5 * ((np.arange(11) - 5.0) / 1.5) ** 2)
-    kernel = np.tile(np.outer(g, g)[:, :, None, None] / g.sum() ** 2, (1, 1, x.shape[-1], 1)).astype("float32")
-    c1, c2 = (0.01 * max_val) ** 2, (0.03 * max_val) ** 2
-    terms = []
-
-    def blur(t):
-        return ops.depthwise_conv(t, kernel, padding="valid")
-
-    for i, w in enumerate(_MS_SSIM_WEIGHTS):
-        mx, my = blur(x), blur(y)
-        sxx, syy, sxy = blur(x * x) - mx * mx, blur(y * y) - my * my, blur(x * y) - mx * my
-        cs = (2 * sxy + c2) / (sxx + syy + c2)
-        if i == len(_MS_SSIM_WEIGHTS) - 1:  # the coarsest scale adds luminance: full SSIM
-            cs = cs * (2 * mx * my + c1) / (mx * mx + my * my + c1)
-        else:
-            x, y = ops.average_pool(x, 2, 2), ops.average_pool(y, 2, 2)
-        terms.append(ops.power(ops.maximum(ops.mean(cs, axis=(1, 2)), floor), w))
-    return ops.mean(ops.prod(ops.stack(terms, -1), axis=-1), axis=-1)
-
 
 class PlateauCosine(keras.optimizers.schedules.LearningRateSchedule):
     """Constant ``peak`` until ``hold`` of the steps, then cosine down to ``final``."""

@@ -31,6 +31,16 @@ def test_ssim_matches_skimage_gaussian_window(pair):
     assert ssim(a, a) == pytest.approx(1.0)
 
 
+def test_differentiable_ssim_is_the_metric(pair):
+    from catcomp.metrics import differentiable_ssim
+
+    a, b = pair
+    worse = np.clip(a + np.random.default_rng(3).normal(0, 20, a.shape), 0, 255).astype(np.uint8)
+    x = np.stack([a, a]).astype("float32") / 255.0
+    got = np.asarray(differentiable_ssim(x, np.stack([b, worse]).astype("float32") / 255.0))
+    assert got == pytest.approx([ssim(a, b), ssim(a, worse)], abs=1e-5)  # the losses' SSIM is the reported one
+
+
 def test_ms_ssim_orders_quality(pair):
     a, b = pair
     worse = np.clip(a + np.random.default_rng(3).normal(0, 20, a.shape), 0, 255).astype(np.uint8)

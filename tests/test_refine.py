@@ -13,7 +13,7 @@ from skimage import data as skdata
 import catcomp
 from catcomp import refine
 from catcomp.cli import main
-from catcomp.metrics import psnr
+from catcomp.metrics import mse, psnr, ssim
 from catcomp.ratecontrol import Target
 from catcomp.zoo import load_model
 
@@ -88,3 +88,30 @@ def test_evaluate_measures_the_refined_encoder(image):
 
     for p, b in zip(plain, better):  # one of rate and error may rise a little (at level 3, +0.5% bytes for +0.2 dB)
         assert cost(b) < cost(p)
+
+
+def test_refinement_aimed_at_ssim(image, tmp_path):
+    lam = load_model("general").model.lambdas
+    rgb = np.asarray(image)
+    aimed = catcomp.Refinement.aiming_at(20, "ssim")
+    for level in (1.0, 3.0):
+        files = {r: catcomp.compress(image, "other", level=level, refine=r) for r in (0, 20, aimed)}
+        out = {r: np.asarray(catcomp.decompress(d)) for r, d in files.items()}
+
+        def cost(r):  # what the SSIM-aimed refinement lowers, measured on the real file
+            w = float(np.asarray(lam(np.array([level], "float32")))[0])
+            return 8 * len(files[r]) / rgb[..., 0].size + w * (mse(rgb, out[r]) + aimed.ssim * (1 - ssim(rgb, out[r])))
+
+        assert cost(aimed) < min(cost(0), cost(20)), level
+        assert ssim(rgb, out[aimed]) > ssim(rgb, out[20]) > 0  # more SSIM than the MSE-aimed refinement
+    image.save(tmp_path / "a.png")
+    ok = CliRunner().invoke(main, ["compress", str(tmp_path / "a.png"), "-o", str(tmp_path / "a.ccz"), "--category", "other", "--level", "1",
+                                   "--refine", "20", "--refine-for", "ssim"])  # fmt: skip
+    assert ok.exit_code == 0, ok.output
+    assert (tmp_path / "a.ccz").read_bytes() == catcomp.compress(image, "other", level=1.0, refine=aimed)
+    alone = CliRunner().invoke(main, ["compress", str(tmp_path / "a.png"), "-o", str(tmp_path / "b.ccz"), "--refine-for", "ssim"])
+    assert alone.exit_code == 2 and "--refine-for needs --refine" in alone.output
+    with pytest.raises(ValueError, match="aims at one of"):
+        catcomp.Refinement.aiming_at(20, "lpips")
+    with pytest.raises(ValueError, match="steps >= 0"):
+        catcomp.compress(image, "other", level=1.0, refine=-1)

@@ -65,7 +65,8 @@ def test_ms_ssim_term_adds_to_the_distortion_and_trains():
     import keras
     import tensorflow as tf
 
-    from catcomp.train import Trainer, differentiable_ms_ssim
+    from catcomp.metrics import differentiable_ms_ssim
+    from catcomp.train import Trainer
     from catcomp.transforms import CompressionModel
 
     x = np.stack([photo(176, 176, seed=s) for s in range(2)]).astype("float32") / 255.0
