@@ -264,31 +264,37 @@ def summary_stat(per_image: list[dict], thresholds: dict, stat: str) -> tuple[bo
 class _Probe:
     """One model on a set of images: latents cached, quality and bpp at any grid index."""
 
-    def __init__(self, lm, items, thresholds, category):
-        self.lm, self.thresholds, self.category = lm, thresholds, category
+    def __init__(self, lm, items, thresholds, category, refine=0):
+        self.lm, self.thresholds, self.category, self.refine = lm, thresholds, category, refine
         self.imgs = [PaddedImage(Image.fromarray(rgb)) for _, _, rgb in items]
         self.latents = [analyse(img, lm) for img in self.imgs]
-        self.cache: dict[int, list] = {}
+        self.cache: dict[int, list] = {}  # grid index -> quantized latents
+        self.measured: dict[int, list] = {}  # grid index -> per-image quality
         if "ms_ssim" in thresholds and any(min(rgb.shape[:2]) < MS_SSIM_MIN_SIDE for *_, rgb in items):
             raise CatcompError(f"ms_ssim targets need images of at least {MS_SSIM_MIN_SIDE} px a side")
 
-    def quality(self, j) -> list[dict]:
+    def quantized(self, j) -> list:
         if j not in self.cache:
-            self.cache[j] = [
-                quality_of(img.rgb[: img.height, : img.width], synthesize(quantize(y, self.lm, j), self.lm, j, img.width, img.height), self.thresholds)
-                for img, y in zip(self.imgs, self.latents)
-            ]
+            self.cache[j] = [quantize(refined(y, img, self.lm, j, self.refine), self.lm, j) for img, y in zip(self.imgs, self.latents)]
         return self.cache[j]
 
+    def quality(self, j) -> list[dict]:
+        if j not in self.measured:
+            self.measured[j] = [quality_of(img.rgb[: img.height, : img.width], synthesize(q, self.lm, j, img.width, img.height), self.thresholds)
+                                for img, q in zip(self.imgs, self.quantized(j))]  # fmt: skip
+        return self.measured[j]
+
     def bpp(self, j) -> float:
-        return float(np.mean([8 * len(pack(img, self.lm, quantize(y, self.lm, j), j, self.category)) / (img.width * img.height)
-                              for img, y in zip(self.imgs, self.latents)]))  # fmt: skip
+        return float(np.mean([8 * len(pack(img, self.lm, q, j, self.category)) / (img.width * img.height) for img, q in zip(self.imgs, self.quantized(j))]))
 
 
-def tune_category(items, category: str, thresholds: dict, stat="mean", write=True) -> dict:
-    """The lowest knob position meeting ``thresholds`` on ``items``; written to the card."""
+def tune_category(items, category: str, thresholds: dict, stat="mean", write=True, refine=0) -> dict:
+    """The lowest knob position meeting ``thresholds`` on ``items``; written to the card.
+    ``refine`` measures the encoder with that refinement (benchmarks; ``write`` needs the plain one)."""
+    if refine and write:
+        raise ValueError("the tuned rate is the plain encoder's: tune with refine only with write=False")
     lm = load_model(model_name(category))
-    probe = _Probe(lm, items, thresholds, category)
+    probe = _Probe(lm, items, thresholds, category, refine)
     top = lm.tables.num_positions - 1
     j = bisect_first(0, top, lambda j: summary_stat(probe.quality(j), thresholds, stat)[0])
     jj = top if j is None else j

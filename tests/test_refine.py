@@ -115,3 +115,15 @@ def test_refinement_aimed_at_ssim(image, tmp_path):
         catcomp.Refinement.aiming_at(20, "lpips")
     with pytest.raises(ValueError, match="steps >= 0"):
         catcomp.compress(image, "other", level=1.0, refine=-1)
+
+
+def test_tuning_measures_the_refined_encoder_without_writing_it(image):
+    from catcomp.evaluate import tune_category
+
+    items = [("crop", "other", np.asarray(image))]
+    plain = tune_category(items, "other", {"psnr": 31.0}, write=False)
+    refined = tune_category(items, "other", {"psnr": 31.0}, write=False, refine=20)
+    assert plain["reached"] and refined["reached"] and refined["psnr"] >= 31.0
+    assert refined["bpp"] < plain["bpp"]  # refinement buys PSNR, so the goal comes at a lower rate
+    with pytest.raises(ValueError, match="plain encoder"):
+        tune_category(items, "other", {"psnr": 31.0}, refine=20)
