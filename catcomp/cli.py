@@ -59,7 +59,7 @@ def main():
 
 _workers = click.option("-j", "--workers", type=int, help="Images processed at once [default: the CPU count].")
 _refine_for = click.option("--refine-for", type=click.Choice(["mse", "ssim"]), default="mse", show_default=True,
-                           help="What --refine optimises besides rate: mse (and so PSNR), or ssim (SSIM targets; costs some PSNR).")
+                           help="What --refine optimises besides rate: mse (and so PSNR), or ssim (MSE plus SSIM, for SSIM targets).")
 
 
 def _refinement(steps, aim):
