@@ -36,7 +36,7 @@ def main(argv=None):
     p.add_argument("--refine-for", choices=["mse", "ssim"], default="mse")
     p.add_argument("--out", type=Path, default=RESULTS / "goal.json")
     a = p.parse_args(argv)
-    refine = Refinement.aiming_at(a.refine, a.refine_for) if a.refine else Refinement()
+    refine = Refinement.aiming_at(a.refine, a.refine_for)  # falsy (the plain encoder) at 0 steps
     encoder = f"refine{refine.steps}-{a.refine_for}" if refine else "plain"
     report = json.loads(a.out.read_text()) if a.out.is_file() else {"data": str(DATA), "split": "test", "goal": GOAL, "categories": {}}
     for category in a.categories.split(","):

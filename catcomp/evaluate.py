@@ -51,7 +51,7 @@ DEFAULT_LEVELS = (0.0, 1.0, 2.0, 3.0, 4.0, 5.0)
 class ModelCodec:
     """catcomp at several levels of the knob; the analysis runs once per image."""
 
-    def __init__(self, fixed_model: str | None = None, refine: int = 0):
+    def __init__(self, fixed_model: str | None = None, refine=0):
         self.fixed_model = fixed_model  # None: each image's category model
         self.refine = refine  # encoder-side refinement at each level: steps or a Refinement
 

@@ -67,14 +67,11 @@ class Refinement:
 
     @classmethod
     def aiming_at(cls, steps: int, metric: str = "mse") -> "Refinement":
-        """``steps`` of refinement for ``metric``: "mse" (and PSNR) or "ssim"."""
-        weights = {"mse": 0.0, "psnr": 0.0, "ssim": SSIM_WEIGHT}
+        """``steps`` of refinement for ``metric``: "mse" (and so PSNR) or "ssim"."""
+        weights = {"mse": 0.0, "ssim": SSIM_WEIGHT}
         if metric not in weights:
             raise ValueError(f"refinement aims at one of {sorted(weights)}, not {metric!r}")
         return cls(steps, weights[metric])
-
-    def label(self) -> str:
-        return f"{self.steps}" + (f" (SSIM weight {self.ssim:g})" if self.ssim else "")
 
 
 def _native_bf16() -> bool:
@@ -119,12 +116,11 @@ def refine_tile(y: np.ndarray, rgb: np.ndarray, lm, j: int, refine) -> np.ndarra
     count). Images larger than :data:`TILE` go through it tile by tile
     (:func:`catcomp.codec.refined`)."""
     r = Refinement.of(refine)
-    steps = r.steps
     var = tf.Variable(y[None])
     x = tf.constant(rgb[None].astype(np.float32) / 255.0 - 0.5)
     level = tf.constant([j * LEVEL_STEP], tf.float32)
     model = gradient_model(lm)
-    opt = keras.optimizers.Adam(keras.optimizers.schedules.CosineDecay(LR, steps))
-    for i in range(steps):
+    opt = keras.optimizers.Adam(keras.optimizers.schedules.CosineDecay(LR, r.steps))
+    for i in range(r.steps):
         opt.apply_gradients([(_gradient(model, tf.convert_to_tensor(var), x, level, tf.constant([i, 0]), r.ssim), var)])
     return var.numpy()[0]
