@@ -343,6 +343,9 @@ def compare_cmd(categories, data_dir, split, limit, output, update):
 @click.option("--ms-ssim", default=0.0, show_default=True, type=click.FloatRange(min=0),
               help="Weight of a 1-MS-SSIM term added to the MSE (0-255 scale) in the distortion of both phases; "
                    "about 2000 makes it as large as the MSE at 33 dB. Needs --crop 161 or more.")
+@click.option("--ssim", default=0.0, show_default=True, type=click.FloatRange(min=0),
+              help="Weight of a 1-SSIM term (single scale, the metric catcomp reports) added the same way; "
+                   "1000 is the weight --refine-for ssim uses.")
 @click.option("--crop", default=128, show_default=True)
 @click.option("--batch", default=8, show_default=True)
 @click.option("--bf16/--fp32", default=True, show_default=True, help="bfloat16 transforms during training (weights stay float32).")
@@ -352,7 +355,7 @@ def compare_cmd(categories, data_dir, split, limit, output, update):
 @click.option("--resume", is_flag=True, help="Continue from the checkpoints in OUT/checkpoint.")
 @click.option("--checkpoint-minutes", default=5.0, show_default=True)
 @click.option("--tables-only", is_flag=True, help="Do not train: rebuild the coding tables of the model at OUT and refit their context choice on the train split.")
-def train_cmd(category, data_dir, init, out, steps, gan_steps, beta, lr, ms_ssim, crop, batch, bf16, strategy, res_blocks, resume, checkpoint_minutes, tables_only):
+def train_cmd(category, data_dir, init, out, steps, gan_steps, beta, lr, ms_ssim, ssim, crop, batch, bf16, strategy, res_blocks, resume, checkpoint_minutes, tables_only):
     """Train or fine-tune the model of one CATEGORY; other models are untouched."""
     from .categories import models_dir
     from .train import check_crop, refit_tables, start_config, train
@@ -378,7 +381,7 @@ def train_cmd(category, data_dir, init, out, steps, gan_steps, beta, lr, ms_ssim
     card = {"name": category, "category": category, "data": {"root": str(data_dir), "splits_used": ["train"]}}
     card = train(data_dir, out or models_dir() / category, config=config, steps=steps, gan_steps=gan_steps, beta=beta, lr=lr, crop=crop, batch=batch,
                  categories=None if category == "general" else [category], init=None if init == "scratch" else init, resume=resume,
-                 ckpt_every_s=checkpoint_minutes * 60, card=card, bf16=bf16, strategy=strategy, ms_ssim=ms_ssim)
+                 ckpt_every_s=checkpoint_minutes * 60, card=card, bf16=bf16, strategy=strategy, ms_ssim=ms_ssim, ssim=ssim)
     run = card["training"]["runs"][-1]
     click.echo(f"saved {card['name']} ({run['rd_steps']}+{run['gan_steps']} steps, {card['training']['steps']} in all) to {out or models_dir() / category}")
     if card.get("tuned_levels") or "tuned_level" in card:

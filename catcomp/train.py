@@ -35,7 +35,10 @@ from keras import ops
 
 from .transforms import CompressionModel, ModelConfig, build_discriminator, transfer_weights
 from .atomic import save_weights_atomic, write_bytes_atomic
-from .metrics import MS_SSIM_MIN_SIDE, differentiable_ms_ssim
+from .metrics import MS_SSIM_MIN_SIDE, differentiable_ms_ssim, differentiable_ssim
+
+# Structural terms the distortion can add to the MSE: name -> differentiable metric.
+SIMILARITY_TERMS = {"ms_ssim": differentiable_ms_ssim, "ssim": differentiable_ssim}
 from .zoo import read_card, save_model
 
 class PlateauCosine(keras.optimizers.schedules.LearningRateSchedule):
@@ -60,20 +63,20 @@ class Trainer(keras.Model):
     rate-distortion.
 
     Generator loss per sample: ``bpp + lambda(level) * D`` with distortion
-    ``D = MSE_255 + ms_ssim * (1 - MS-SSIM)`` (``ms_ssim`` = 0: MSE only) plus,
+    ``D = MSE_255 + ms_ssim * (1 - MS-SSIM) + ssim * (1 - SSIM)`` (both 0: MSE only) plus,
     when a discriminator is given and ``beta > 0``, ``beta * softplus(-D(x_hat, z))``
     (non-saturating GAN loss). ``D`` is conditioned on the quantized latent
     (HiFiC) and learns ``softplus(-D(x, z)) + softplus(D(x_hat, z))`` with its
     own optimizer: ``compile(optimizer=..., d_optimizer=...)``.
     """
 
-    def __init__(self, model: CompressionModel, discriminator=None, beta=0.0, ms_ssim=0.0, **kw):
+    def __init__(self, model: CompressionModel, discriminator=None, beta=0.0, ms_ssim=0.0, ssim=0.0, **kw):
         super().__init__(**kw)
         self.model = model
         self.discriminator = discriminator
         self.beta = float(beta)
-        self.ms_ssim = float(ms_ssim)
-        names = ("loss", "bpp", "psnr") + (("ms_ssim",) if self.ms_ssim else ()) + (("adv", "d_loss") if self.gan else ())
+        self.similarity = {k: float(w) for k, w in (("ms_ssim", ms_ssim), ("ssim", ssim)) if w}  # term -> weight
+        names = ("loss", "bpp", "psnr") + tuple(self.similarity) + (("adv", "d_loss") if self.gan else ())
         self.trackers = {k: keras.metrics.Mean(name=k) for k in names}
         self.built = True  # the parts are built; fit must not trace a call()
         # Created here, not lazily inside the traced step (tf.distribute needs that).
@@ -114,9 +117,9 @@ class Trainer(keras.Model):
         bpp = -ops.sum(ops.log(lik), axis=(1, 2, 3)) / (math.log(2.0) * pixels)
         mse = ops.mean(ops.square(x - x_hat), axis=(1, 2, 3)) * 255.0**2
         distortion, extra = mse, {}
-        if self.ms_ssim:
-            ms = differentiable_ms_ssim(x, ops.cast(ops.clip(x_hat, 0.0, 1.0), "float32"))
-            distortion, extra = mse + self.ms_ssim * (1.0 - ms), {"ms_ssim": ops.mean(ms)}
+        for name, w in self.similarity.items():
+            sim = SIMILARITY_TERMS[name](x, ops.cast(ops.clip(x_hat, 0.0, 1.0), "float32"))
+            distortion, extra[name] = distortion + w * (1.0 - sim), ops.mean(sim)
         loss = ops.mean(bpp + self.model.lambdas(level) * distortion)
         if not self.gan:
             return loss, None, bpp, mse, extra
@@ -411,6 +414,7 @@ def train(
     bf16=False,
     strategy="auto",
     ms_ssim=0.0,
+    ssim=0.0,
     verbose=None,
 ):
     """Train (or resume) a model on the ``train`` split of ``data``; save it to ``out_dir``.
@@ -419,8 +423,8 @@ def train(
     ``gan_steps > 0`` the phase-1 model is saved to ``out_dir/beta0`` and
     phase 2 fine-tunes it with the adversarial term (``beta``) against a
     fresh conditional discriminator. ``init`` is a model directory to start
-    from (fine-tuning); ``ms_ssim`` weighs a ``1 - MS-SSIM`` term in the
-    distortion of both phases (see :class:`Trainer`); ``resume`` continues from the checkpoints in
+    from (fine-tuning); ``ms_ssim`` and ``ssim`` weigh ``1 - MS-SSIM`` and
+    ``1 - SSIM`` terms in the distortion of both phases (see :class:`Trainer`); ``resume`` continues from the checkpoints in
     ``out_dir/checkpoint`` exactly where they stopped. The card's ``training``
     holds the total steps and every run, the starting model's first (see
     :func:`lineage`). Returns the card.
@@ -444,11 +448,11 @@ def train(
             start.load_weights(Path(init) / "model.weights.h5")
             if start is not model:
                 transfer_weights(start, model)
-        rd = Trainer(model, ms_ssim=ms_ssim)
+        rd = Trainer(model, ms_ssim=ms_ssim, ssim=ssim)
         rd.compile(keras.optimizers.Adam(PlateauCosine(steps, peak=lr), global_clipnorm=1.0))
     prior_steps, prior_runs, init_checksum = _run_lineage(init, out_dir / "checkpoint", resume)
     state = _phase("rd", rd, ds, steps, out_dir, resume, ckpt_every_s, verbose)
-    info = {"init": str(init) if init else "scratch", "init_checksum": init_checksum, "rd_steps": steps, "gan_steps": gan_steps, "beta": beta if gan_steps else 0.0, "ms_ssim": ms_ssim,
+    info = {"init": str(init) if init else "scratch", "init_checksum": init_checksum, "rd_steps": steps, "gan_steps": gan_steps, "beta": beta if gan_steps else 0.0, "ms_ssim": ms_ssim, "ssim": ssim,
             "crop": crop, "batch": batch, "lr_peak": lr, "bf16": bf16, "replicas": strategy.num_replicas_in_sync,
             "train_sources": n_sources, "train_pool": len(pool), "data": str(data), "categories": categories or "all"}
     info["rd_seconds"] = state["seconds"]
@@ -456,7 +460,7 @@ def train(
         beta0 = {"steps": prior_steps + steps, "runs": prior_runs + [{**info, "gan_steps": 0, "beta": 0.0}]}
         save_model(model, out_dir / "beta0", {**(card or {}), "name": f"{out_dir.name}-beta0", "training": beta0}, pool)
         with strategy.scope():
-            gan = Trainer(model, build_discriminator(config, dtype), beta=beta, ms_ssim=ms_ssim)
+            gan = Trainer(model, build_discriminator(config, dtype), beta=beta, ms_ssim=ms_ssim, ssim=ssim)
             gan.compile(
                 keras.optimizers.Adam(PlateauCosine(gan_steps, peak=gan_lr, warmup=100), global_clipnorm=1.0),
                 d_optimizer=keras.optimizers.Adam(3e-4, beta_1=0.5),

@@ -8,6 +8,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 from PIL import Image
 
 import catcomp
@@ -61,33 +62,44 @@ def test_rd_and_gan_losses_fall():
     assert _mean_losses(gan, x) < 0.7 * before  # the adversarial phase keeps the RD quality
 
 
-def test_ms_ssim_term_adds_to_the_distortion_and_trains():
+@pytest.mark.parametrize("term", ["ms_ssim", "ssim"])
+def test_structural_term_adds_to_the_distortion_and_trains(term):
     import keras
     import tensorflow as tf
 
-    from catcomp.metrics import differentiable_ms_ssim
+    from catcomp.metrics import differentiable_ms_ssim, differentiable_ssim, psnr
     from catcomp.train import Trainer
     from catcomp.transforms import CompressionModel
 
     x = np.stack([photo(176, 176, seed=s) for s in range(2)]).astype("float32") / 255.0
-    noisy = np.clip(x + np.random.default_rng(0).normal(0, [[[[0.03]]], [[[0.1]]]], x.shape), 0, 1).astype("float32")
-    expected = tf.image.ssim_multiscale(x, noisy, max_val=1.0).numpy()
-    assert np.allclose(differentiable_ms_ssim(x, noisy), expected, atol=1e-4) and expected[0] > expected[1]  # the loss's MS-SSIM is the metric's
+    if term == "ms_ssim":
+        noisy = np.clip(x + np.random.default_rng(0).normal(0, [[[[0.03]]], [[[0.1]]]], x.shape), 0, 1).astype("float32")
+        expected = tf.image.ssim_multiscale(x, noisy, max_val=1.0).numpy()
+        assert np.allclose(differentiable_ms_ssim(x, noisy), expected, atol=1e-4) and expected[0] > expected[1]  # the loss's MS-SSIM is the metric's
     keras.utils.set_random_seed(5)
     model = CompressionModel(TINY)
     losses = {}
     for w in (0.0, 1000.0):
         keras.utils.set_random_seed(6)  # the same random levels for both
-        loss, _, _, _, extra = Trainer(model, ms_ssim=w).losses_of(x, training=False)
+        loss, _, _, _, extra = Trainer(model, **{term: w}).losses_of(x, training=False)
         losses[w] = float(loss)
-    ms = float(extra["ms_ssim"])
-    assert 0.0 < ms < 1.0 and losses[1000.0] > losses[0.0]  # the 1-MS-SSIM term is there and positive
+    assert set(extra) == {term} and 0.0 < float(extra[term]) < 1.0 and losses[1000.0] > losses[0.0]  # the 1-(MS-)SSIM term is there and positive
 
-    t = Trainer(model, ms_ssim=1000.0)
-    t.compile(keras.optimizers.Adam(3e-3, global_clipnorm=1.0))
-    hist = t.fit(x, batch_size=2, epochs=30, verbose=0).history
-    assert all(np.isfinite(hist["loss"])) and hist["ms_ssim"][-1] > hist["ms_ssim"][0] + 0.05, hist["ms_ssim"]
-    assert np.mean(hist["loss"][-5:]) < 0.7 * np.mean(hist["loss"][:5])
+    # The same start and draws with and without the term: the term buys its metric at an equal rate, losing PSNR.
+    metric, weight = {"ms_ssim": (differentiable_ms_ssim, 1000.0), "ssim": (differentiable_ssim, 10000.0)}[term]
+    trained = {}
+    for w in (0.0, weight):
+        keras.utils.set_random_seed(5)
+        m = CompressionModel(TINY)
+        t = Trainer(m, **{term: w})
+        t.compile(keras.optimizers.Adam(3e-3, global_clipnorm=1.0))
+        hist = t.fit(x, batch_size=2, epochs=30, verbose=0).history
+        assert all(np.isfinite(hist["loss"])) and np.mean(hist["loss"][-5:]) < 0.7 * np.mean(hist["loss"][:5])
+        x_hat, _, lik = m(x, np.full((2,), TINY.num_levels - 1.0, "float32"), training=False)
+        x_hat = np.clip(np.asarray(x_hat), 0.0, 1.0)
+        trained[w] = (float(np.mean(metric(x, x_hat))), -float(np.sum(np.log2(lik))), psnr(x * 255, x_hat * 255))
+    (q0, bits0, p0), (q1, bits1, p1) = trained[0.0], trained[weight]
+    assert q1 > q0 + 0.02 and abs(bits1 / bits0 - 1) < 0.1 and p1 < p0, trained
 
 
 def test_two_phases_checkpoint_resume_and_roundtrip(tmp_path, monkeypatch):
