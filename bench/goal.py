@@ -9,6 +9,8 @@ steps of latent refinement (``--refine-for ssim``: aimed at SSIM) instead of
 the plain one; its result is merged beside the plain one.
 
     python bench/goal.py [--categories astronomy,anime] [--refine 30 --refine-for ssim]
+
+``--split val`` runs the same search on ``val`` (where choices between models are made).
 """
 
 from __future__ import annotations
@@ -34,14 +36,17 @@ def main(argv=None):
     p.add_argument("--categories", default=",".join(CATEGORIES))
     p.add_argument("--refine", type=int, default=0, help="steps of encoder-side latent refinement")
     p.add_argument("--refine-for", choices=["mse", "ssim"], default="mse")
+    p.add_argument("--split", default="test", choices=["test", "val"])
     p.add_argument("--out", type=Path, default=RESULTS / "goal.json")
     a = p.parse_args(argv)
     refine = Refinement.aiming_at(a.refine, a.refine_for)  # falsy (the plain encoder) at 0 steps
     encoder = f"refine{refine.steps}-{a.refine_for}" if refine else "plain"
-    report = json.loads(a.out.read_text()) if a.out.is_file() else {"data": str(DATA), "split": "test", "goal": GOAL, "categories": {}}
+    report = json.loads(a.out.read_text()) if a.out.is_file() else {"data": str(DATA), "split": a.split, "goal": GOAL, "categories": {}}
+    if report["split"] != a.split:
+        raise SystemExit(f"{a.out} holds {report['split']} results; give another --out for {a.split}")
     for category in a.categories.split(","):
         t0 = time.time()
-        images = split_images(category)
+        images = split_images(category, split=a.split)
         res = tune_category([(None, None, rgb) for rgb in images], category, GOAL, write=False, refine=refine)
         res.update(seconds=round(time.time() - t0, 1), checksum=load_model(model_name(category)).card["checksum"],
                    megapixels=round(sum(i.shape[0] * i.shape[1] for i in images) / 1e6, 2))
