@@ -32,6 +32,7 @@ def main(argv=None):
     ap.add_argument("--split", default="val")
     ap.add_argument("--limit", type=int, default=10)
     ap.add_argument("--levels", default="0,1,2,3,4")
+    ap.add_argument("--out", type=Path, help="[default: docs/bench/adversarial_<category>.json]")
     args = ap.parse_args(argv)
     levels = [float(v) for v in args.levels.split(",")]
     images = split_images(args.category, args.limit, args.split)
@@ -49,7 +50,7 @@ def main(argv=None):
             r["msssim_change_at_equal_rate"] = delta_at_equal_rate(curves[args.beta0], curves[d], "ms_ssim")
         rows.append(r)
         print(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in r.items()), flush=True)
-    out = RESULTS / f"adversarial_{args.category}.json"
+    out = args.out or RESULTS / f"adversarial_{args.category}.json"
     write_json(out, {"category": args.category, "split": args.split, "images": len(images), "levels": levels, "models": rows, "curves": curves})
     print(f"wrote {out}")
 
