@@ -36,10 +36,10 @@ from keras import ops
 from .transforms import CompressionModel, ModelConfig, build_discriminator, transfer_weights
 from .atomic import save_weights_atomic, write_bytes_atomic
 from .metrics import MS_SSIM_MIN_SIDE, differentiable_ms_ssim, differentiable_ssim
+from .zoo import read_card, save_model
 
 # Structural terms the distortion can add to the MSE: name -> differentiable metric.
 SIMILARITY_TERMS = {"ms_ssim": differentiable_ms_ssim, "ssim": differentiable_ssim}
-from .zoo import read_card, save_model
 
 class PlateauCosine(keras.optimizers.schedules.LearningRateSchedule):
     """Constant ``peak`` until ``hold`` of the steps, then cosine down to ``final``."""
