@@ -41,6 +41,7 @@ from .zoo import read_card, save_model
 # Structural terms the distortion can add to the MSE: name -> differentiable metric.
 SIMILARITY_TERMS = {"ms_ssim": differentiable_ms_ssim, "ssim": differentiable_ssim}
 
+
 class PlateauCosine(keras.optimizers.schedules.LearningRateSchedule):
     """Constant ``peak`` until ``hold`` of the steps, then cosine down to ``final``."""
 
