@@ -18,7 +18,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import DATA, write_json  # noqa: E402
 
-from catcomp.train import crop_dataset, training_pool  # noqa: E402
+from catcomp.train import crop_dataset, gan_losses, training_pool  # noqa: E402
 from catcomp.transforms import build_discriminator  # noqa: E402
 from catcomp.zoo import load_model  # noqa: E402
 
@@ -48,8 +48,7 @@ def main(argv=None):
         level = tf.random.uniform((a.batch,), 0.0, cfg.num_levels - 1.0)
         x_hat, z_hat, _ = model(x, level, training=False)
         with tf.GradientTape() as tape:
-            real, fake = disc([x, z_hat], training=True), disc([x_hat, z_hat], training=True)
-            loss = tf.reduce_mean(tf.nn.softplus(-real)) + tf.reduce_mean(tf.nn.softplus(fake))
+            _, loss = gan_losses(disc([x, z_hat], training=True), disc([x_hat, z_hat], training=True))
         opt.apply_gradients(zip(tape.gradient(loss, disc.trainable_variables), disc.trainable_variables))
         return loss
 

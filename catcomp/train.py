@@ -42,6 +42,12 @@ from .zoo import read_card, save_model
 SIMILARITY_TERMS = {"ms_ssim": differentiable_ms_ssim, "ssim": differentiable_ssim}
 
 
+def gan_losses(d_real, d_fake):
+    """Non-saturating GAN losses from discriminator logits: (generator's adversarial loss, discriminator loss)."""
+    d_real, d_fake = ops.cast(d_real, "float32"), ops.cast(d_fake, "float32")
+    return ops.mean(ops.softplus(-d_fake)), ops.mean(ops.softplus(-d_real)) + ops.mean(ops.softplus(d_fake))
+
+
 class PlateauCosine(keras.optimizers.schedules.LearningRateSchedule):
     """Constant ``peak`` until ``hold`` of the steps, then cosine down to ``final``."""
 
@@ -118,17 +124,15 @@ class Trainer(keras.Model):
         bpp = -ops.sum(ops.log(lik), axis=(1, 2, 3)) / (math.log(2.0) * pixels)
         mse = ops.mean(ops.square(x - x_hat), axis=(1, 2, 3)) * 255.0**2
         distortion, extra = mse, {}
+        shown = ops.cast(ops.clip(x_hat, 0.0, 1.0), "float32") if self.similarity else None  # what a decoder outputs
         for name, w in self.similarity.items():
-            sim = SIMILARITY_TERMS[name](x, ops.cast(ops.clip(x_hat, 0.0, 1.0), "float32"))
+            sim = SIMILARITY_TERMS[name](x, shown)
             distortion, extra[name] = distortion + w * (1.0 - sim), ops.mean(sim)
         loss = ops.mean(bpp + self.model.lambdas(level) * distortion)
         if not self.gan:
             return loss, None, bpp, mse, extra
         cond = ops.stop_gradient(z_hat)
-        d_real = ops.cast(self.discriminator([x, cond], training=training), "float32")
-        d_fake = ops.cast(self.discriminator([x_hat, cond], training=training), "float32")
-        adv = ops.mean(ops.softplus(-d_fake))
-        d_loss = ops.mean(ops.softplus(-d_real)) + ops.mean(ops.softplus(d_fake))
+        adv, d_loss = gan_losses(self.discriminator([x, cond], training=training), self.discriminator([x_hat, cond], training=training))
         return loss + self.beta * adv, d_loss, bpp, mse, extra | {"adv": adv, "d_loss": d_loss}
 
     def train_step(self, x):
