@@ -339,6 +339,9 @@ def compare_cmd(categories, data_dir, split, limit, output, update):
 @click.option("--gan-steps", default=DEFAULT_GAN_STEPS, show_default=True, help="Adversarial fine-tuning steps (phase 2; 0 = none).")
 @click.option("--beta", default=DEFAULT_BETA, show_default=True,
               help="Weight of the adversarial loss in phase 2: higher gives sharper texture at lower PSNR (1.0 cost 0.26-0.41 dB in bench/adversarial.py).")
+@click.option("--disc-warmup", default=0, show_default=True, type=click.IntRange(min=0),
+              help="Steps that train phase 2's fresh discriminator alone against the frozen phase-1 model before the adversarial "
+                   "steps; a fresh one stays at chance for about 800 (bench/disc_probe.py).")
 @click.option("--lr", default=1e-4, show_default=True, help="Peak learning rate of phase 1 (use 3e-4 from scratch).")
 @click.option("--ms-ssim", default=0.0, show_default=True, type=click.FloatRange(min=0),
               help="Weight of a 1-MS-SSIM term added to the MSE (0-255 scale) in the distortion of both phases; "
@@ -355,10 +358,10 @@ def compare_cmd(categories, data_dir, split, limit, output, update):
 @click.option("--resume", is_flag=True, help="Continue from the checkpoints in OUT/checkpoint.")
 @click.option("--checkpoint-minutes", default=5.0, show_default=True)
 @click.option("--tables-only", is_flag=True, help="Do not train: rebuild the coding tables of the model at OUT and refit their context choice on the train split.")
-def train_cmd(category, data_dir, init, out, steps, gan_steps, beta, lr, ms_ssim, ssim, crop, batch, bf16, strategy, res_blocks, resume, checkpoint_minutes, tables_only):
+def train_cmd(category, data_dir, init, out, steps, gan_steps, beta, disc_warmup, lr, ms_ssim, ssim, crop, batch, bf16, strategy, res_blocks, resume, checkpoint_minutes, tables_only):
     """Train or fine-tune the model of one CATEGORY; other models are untouched."""
     from .categories import models_dir
-    from .train import check_crop, refit_tables, start_config, train
+    from .train import OptionError, check_options, refit_tables, start_config, train
 
     if tables_only:
         card = refit_tables(out or models_dir() / category, data_dir, None if category == "general" else [category], crop)
@@ -375,13 +378,13 @@ def train_cmd(category, data_dir, init, out, steps, gan_steps, beta, lr, ms_ssim
     except ValueError as e:
         raise click.BadParameter(str(e), param_hint="--res-blocks") from None
     try:
-        check_crop(crop, ms_ssim)
-    except ValueError as e:
-        raise click.BadParameter(str(e), param_hint="--crop") from None
+        check_options(crop, ms_ssim, disc_warmup, gan_steps, beta)
+    except OptionError as e:
+        raise click.BadParameter(str(e), param_hint=e.option) from None
     card = {"name": category, "category": category, "data": {"root": str(data_dir), "splits_used": ["train"]}}
     card = train(data_dir, out or models_dir() / category, config=config, steps=steps, gan_steps=gan_steps, beta=beta, lr=lr, crop=crop, batch=batch,
                  categories=None if category == "general" else [category], init=None if init == "scratch" else init, resume=resume,
-                 ckpt_every_s=checkpoint_minutes * 60, card=card, bf16=bf16, strategy=strategy, ms_ssim=ms_ssim, ssim=ssim)
+                 ckpt_every_s=checkpoint_minutes * 60, card=card, bf16=bf16, strategy=strategy, ms_ssim=ms_ssim, ssim=ssim, disc_warmup=disc_warmup)
     run = card["training"]["runs"][-1]
     click.echo(f"saved {card['name']} ({run['rd_steps']}+{run['gan_steps']} steps, {card['training']['steps']} in all) to {out or models_dir() / category}")
     if card.get("tuned_levels") or "tuned_level" in card:

@@ -75,13 +75,19 @@ class Trainer(keras.Model):
     (non-saturating GAN loss). ``D`` is conditioned on the quantized latent
     (HiFiC) and learns ``softplus(-D(x, z)) + softplus(D(x_hat, z))`` with its
     own optimizer: ``compile(optimizer=..., d_optimizer=...)``.
+
+    ``d_only=True`` is the discriminator's warm-up: the model stays frozen and
+    ``optimizer`` trains the discriminator alone (no ``d_optimizer``).
     """
 
-    def __init__(self, model: CompressionModel, discriminator=None, beta=0.0, ms_ssim=0.0, ssim=0.0, **kw):
+    def __init__(self, model: CompressionModel, discriminator=None, beta=0.0, ms_ssim=0.0, ssim=0.0, d_only=False, **kw):
         super().__init__(**kw)
         self.model = model
         self.discriminator = discriminator
         self.beta = float(beta)
+        self.d_only = bool(d_only)
+        if d_only and not self.gan:
+            raise ValueError("a discriminator warm-up needs a discriminator and beta > 0")
         self.similarity = {k: float(w) for k, w in (("ms_ssim", ms_ssim), ("ssim", ssim)) if w}  # term -> weight
         names = ("loss", "bpp", "psnr") + tuple(self.similarity) + (("adv", "d_loss") if self.gan else ())
         self.trackers = {k: keras.metrics.Mean(name=k) for k in names}
@@ -95,16 +101,17 @@ class Trainer(keras.Model):
 
     def compile(self, optimizer, d_optimizer=None, **kw):
         super().compile(optimizer=optimizer, **kw)
-        self.d_optimizer = d_optimizer
+        self.d_optimizer = optimizer if self.d_only else d_optimizer
         # Built here, on exactly the variables each one updates, so that
         # checkpoints hold the same slots on every run.
-        optimizer.build(self.model.trainable_variables)
+        if not self.d_only:
+            optimizer.build(self.model.trainable_variables)
         if self.gan:
-            d_optimizer.build(self.discriminator.trainable_variables)
+            self.d_optimizer.build(self.discriminator.trainable_variables)
 
     @property
     def optimizers(self):
-        return {"g": self.optimizer} | ({"d": self.d_optimizer} if self.gan else {})
+        return {"g": self.optimizer} | ({"d": self.d_optimizer} if self.gan and not self.d_only else {})
 
     @property
     def parts(self):
@@ -147,7 +154,8 @@ class Trainer(keras.Model):
             loss, d_loss, bpp, mse, extra = self.losses_of(x, training=True)
             g_scaled = loss / replicas
             d_scaled = d_loss / replicas if self.gan else None
-        _apply(self.optimizer, g_tape, g_scaled, self.model.trainable_variables)
+        if not self.d_only:
+            _apply(self.optimizer, g_tape, g_scaled, self.model.trainable_variables)
         if self.gan:
             _apply(self.d_optimizer, d_tape, d_scaled, self.discriminator.trainable_variables)
         return self._update(loss, bpp, mse, extra)
@@ -157,7 +165,8 @@ class Trainer(keras.Model):
 
         x, _, _ = keras.utils.unpack_x_y_sample_weight(x)  # the generator yields (x,)
         loss, d_loss, bpp, mse, extra = self.losses_of(x, training=True)
-        _apply_torch(self.optimizer, loss, self.model.trainable_variables, keep_graph=self.gan)
+        if not self.d_only:
+            _apply_torch(self.optimizer, loss, self.model.trainable_variables, keep_graph=self.gan)
         if self.gan:
             _apply_torch(self.d_optimizer, d_loss, self.discriminator.trainable_variables)
         with torch.no_grad():
@@ -393,10 +402,20 @@ def _phase(name, trainer, data, total, out_dir, resume, ckpt_every_s, verbose):
     return state
 
 
-def check_crop(crop, ms_ssim=0.0):
-    """Raise ValueError where the MS-SSIM term cannot be computed on ``crop``-pixel crops."""
+class OptionError(ValueError):
+    """An option :func:`train` cannot run with; ``option`` names it as the CLI spells it."""
+
+    def __init__(self, option, reason):
+        super().__init__(reason)
+        self.option = option
+
+
+def check_options(crop, ms_ssim=0.0, disc_warmup=0, gan_steps=0, beta=0.0):
+    """Raise :class:`OptionError` for options :func:`train` cannot run with."""
     if ms_ssim and crop < MS_SSIM_MIN_SIDE:
-        raise ValueError(f"the MS-SSIM term needs crops of at least {MS_SSIM_MIN_SIDE} px (its five scales); got {crop}")
+        raise OptionError("--crop", f"the MS-SSIM term needs crops of at least {MS_SSIM_MIN_SIDE} px (its five scales); got {crop}")
+    if disc_warmup and not (gan_steps and beta > 0):
+        raise OptionError("--disc-warmup", "a discriminator warm-up needs an adversarial phase (gan_steps > 0 and beta > 0)")
 
 
 def train(
@@ -420,6 +439,7 @@ def train(
     strategy="auto",
     ms_ssim=0.0,
     ssim=0.0,
+    disc_warmup=0,
     verbose=None,
 ):
     """Train (or resume) a model on the ``train`` split of ``data``; save it to ``out_dir``.
@@ -427,14 +447,16 @@ def train(
     Phase 1 is rate-distortion only (``steps`` steps, peak ``lr``). With
     ``gan_steps > 0`` the phase-1 model is saved to ``out_dir/beta0`` and
     phase 2 fine-tunes it with the adversarial term (``beta``) against a
-    fresh conditional discriminator. ``init`` is a model directory to start
+    fresh conditional discriminator, first trained alone for ``disc_warmup``
+    steps against the frozen phase-1 model (a fresh one stays at chance for
+    about 800 steps: ``bench/disc_probe.py``). ``init`` is a model directory to start
     from (fine-tuning); ``ms_ssim`` and ``ssim`` weigh ``1 - MS-SSIM`` and
     ``1 - SSIM`` terms in the distortion of both phases (see :class:`Trainer`); ``resume`` continues from the checkpoints in
     ``out_dir/checkpoint`` exactly where they stopped. The card's ``training``
     holds the total steps and every run, the starting model's first (see
     :func:`lineage`). Returns the card.
     """
-    check_crop(crop, ms_ssim)
+    check_options(crop, ms_ssim, disc_warmup, gan_steps, beta)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     strategy = make_strategy(strategy) if isinstance(strategy, str) else strategy
@@ -465,11 +487,18 @@ def train(
         beta0 = {"steps": prior_steps + steps, "runs": prior_runs + [{**info, "gan_steps": 0, "beta": 0.0}]}
         save_model(model, out_dir / "beta0", {**(card or {}), "name": f"{out_dir.name}-beta0", "training": beta0}, pool)
         with strategy.scope():
-            gan = Trainer(model, build_discriminator(config, dtype), beta=beta, ms_ssim=ms_ssim, ssim=ssim)
+            disc = build_discriminator(config, dtype)
+            gan = Trainer(model, disc, beta=beta, ms_ssim=ms_ssim, ssim=ssim)
             gan.compile(
                 keras.optimizers.Adam(PlateauCosine(gan_steps, peak=gan_lr, warmup=100), global_clipnorm=1.0),
                 d_optimizer=keras.optimizers.Adam(3e-4, beta_1=0.5),
             )
+            if disc_warmup:
+                warm = Trainer(model, disc, beta=beta, d_only=True)
+                warm.compile(keras.optimizers.Adam(3e-4, beta_1=0.5))
+        if disc_warmup:
+            state = _phase("disc", warm, ds, disc_warmup, out_dir, resume, ckpt_every_s, verbose)
+            info |= {"disc_warmup": disc_warmup, "disc_warmup_seconds": state["seconds"], "disc_warmup_d_loss": state["logs"].get("d_loss")}
         info["gan_seconds"] = _phase("gan", gan, ds, gan_steps, out_dir, resume, ckpt_every_s, verbose)["seconds"]
         info["gan_lr_peak"] = gan_lr
     info["seconds_this_run"] = round(time.time() - t0)

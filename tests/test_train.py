@@ -62,6 +62,28 @@ def test_rd_and_gan_losses_fall():
     assert _mean_losses(gan, x) < 0.7 * before  # the adversarial phase keeps the RD quality
 
 
+def test_discriminator_warmup_trains_the_discriminator_alone():
+    import keras
+
+    from catcomp.train import Trainer
+    from catcomp.transforms import CompressionModel, build_discriminator
+
+    keras.utils.set_random_seed(5)
+    x = np.stack([photo(32, 32, seed=s) for s in range(4)]).astype("float32") / 255.0
+    model, disc = CompressionModel(TINY), build_discriminator(TINY)
+    with pytest.raises(ValueError, match="beta > 0"):
+        Trainer(model, disc, beta=0.0, d_only=True)
+    warm = Trainer(model, disc, beta=0.01, d_only=True)
+    warm.compile(keras.optimizers.Adam(1e-3, beta_1=0.5))
+    m_before, d_before = [w.copy() for w in model.get_weights()], [w.copy() for w in disc.get_weights()]
+    hist = warm.fit(x, batch_size=4, epochs=30, verbose=0).history
+    for a, b in zip(m_before, model.get_weights()):  # the model is frozen
+        np.testing.assert_array_equal(a, b)
+    assert any(not np.allclose(a, b) for a, b in zip(d_before, disc.get_weights()))
+    assert np.mean(hist["d_loss"][-5:]) < 0.8 * np.mean(hist["d_loss"][:5]), hist["d_loss"]  # it learns to tell them apart
+    assert set(warm.optimizers) == {"g"} and int(warm.optimizer.iterations) == 30
+
+
 @pytest.mark.parametrize("term", ["ms_ssim", "ssim"])
 def test_structural_term_adds_to_the_distortion_and_trains(term):
     import keras
@@ -105,12 +127,13 @@ def test_structural_term_adds_to_the_distortion_and_trains(term):
 def test_two_phases_checkpoint_resume_and_roundtrip(tmp_path, monkeypatch):
     data = _folder(tmp_path / "data")
     out = tmp_path / "models" / "general"
-    card = train(data, out, TINY, steps=6, gan_steps=4, beta=0.01, crop=32, batch=2, ckpt_every_s=0, strategy="default", verbose=0)
+    card = train(data, out, TINY, steps=6, gan_steps=4, beta=0.01, crop=32, batch=2, ckpt_every_s=0, strategy="default", disc_warmup=3, verbose=0)
     t = card["training"]["runs"][-1]
-    assert (t["rd_steps"], t["gan_steps"], t["train_sources"]) == (6, 4, 4)
+    assert (t["rd_steps"], t["gan_steps"], t["train_sources"], t["disc_warmup"]) == (6, 4, 4, 3) and t["disc_warmup_d_loss"] > 0
     assert card["training"]["steps"] == 10 and len(card["training"]["runs"]) == 1 and t["init"] == "scratch"
     assert json.loads((out / "checkpoint" / "rd" / "state.json").read_text())["step"] == 6
     assert json.loads((out / "checkpoint" / "gan" / "state.json").read_text())["step"] == 4
+    assert json.loads((out / "checkpoint" / "disc" / "state.json").read_text())["step"] == 3
     beta0 = json.loads((out / "beta0" / "card.json").read_text())
     assert beta0["training"]["runs"][-1]["beta"] == 0.0 and beta0["training"]["steps"] == 6 and beta0["checksum"] != card["checksum"]
 
@@ -128,9 +151,17 @@ def test_two_phases_checkpoint_resume_and_roundtrip(tmp_path, monkeypatch):
     for a, b in zip(g.model.get_weights(), load_model(out).model.get_weights()):
         np.testing.assert_array_equal(a, b)
 
-    # Resume: phase 1 is done and is not redone; phase 2 goes on from step 4.
-    card = train(data, out, TINY, steps=6, gan_steps=7, beta=0.01, crop=32, batch=2, resume=True, strategy="default", verbose=0)
+    # The adversarial phase started from the warmed-up discriminator.
+    w = Trainer(CompressionModel(TINY), build_discriminator(TINY), beta=0.01, d_only=True)
+    w.compile(keras.optimizers.Adam(1e-4))
+    assert restore(w, out / "checkpoint" / "disc")["step"] == 3
+    for a, b in zip(w.discriminator.get_weights(), g.discriminator.get_weights()):  # 4 Adam steps of 3e-4 apart, not a fresh draw
+        np.testing.assert_allclose(a, b, atol=0.01)
+
+    # Resume: phase 1 and the warm-up are done and are not redone; phase 2 goes on from step 4.
+    card = train(data, out, TINY, steps=6, gan_steps=7, beta=0.01, crop=32, batch=2, resume=True, strategy="default", disc_warmup=3, verbose=0)
     assert json.loads((out / "checkpoint" / "rd" / "state.json").read_text())["step"] == 6
+    assert json.loads((out / "checkpoint" / "disc" / "state.json").read_text())["step"] == 3
     assert json.loads((out / "checkpoint" / "gan" / "state.json").read_text())["step"] == 7
     monkeypatch.setenv("CATCOMP_MODELS", str(tmp_path / "models"))
     img = photo(40, 30)
@@ -152,6 +183,8 @@ def test_cli_fine_tunes_one_category(tmp_path, tiny_models, monkeypatch):
     data = _folder(tmp_path / "data")
     r = CliRunner().invoke(main, ["train", "flower", "--data", str(data), "--ms-ssim", "1000", "--crop", "32"])
     assert r.exit_code == 2 and "--crop" in r.output and "161" in r.output and not (models / "flower").exists(), r.output
+    r = CliRunner().invoke(main, ["train", "flower", "--data", str(data), "--gan-steps", "0", "--disc-warmup", "10"])
+    assert r.exit_code == 2 and "--disc-warmup" in r.output and "adversarial phase" in r.output and not (models / "flower").exists(), r.output
     r = CliRunner().invoke(main, ["train", "flower", "--data", str(data), "--steps", "3", "--gan-steps", "2", "--crop", "32", "--batch", "2", "--fp32"])
     assert r.exit_code == 0, r.output
     card = json.loads((models / "flower" / "card.json").read_text())
