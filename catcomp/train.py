@@ -485,7 +485,9 @@ def train(
     info["rd_seconds"] = state["seconds"]
     if gan_steps:
         beta0 = {"steps": prior_steps + steps, "runs": prior_runs + [{**info, "gan_steps": 0, "beta": 0.0}]}
-        save_model(model, out_dir / "beta0", {**(card or {}), "name": f"{out_dir.name}-beta0", "training": beta0}, pool)
+        saved = out_dir / "beta0" / "card.json"  # a resumed run whose phase 1 was saved already does not save it again
+        if not (resume and saved.is_file() and json.loads(saved.read_text()).get("training") == json.loads(json.dumps(beta0))):
+            save_model(model, out_dir / "beta0", {**(card or {}), "name": f"{out_dir.name}-beta0", "training": beta0}, pool)
         with strategy.scope():
             disc = build_discriminator(config, dtype)
             gan = Trainer(model, disc, beta=beta, ms_ssim=ms_ssim, ssim=ssim)

@@ -158,11 +158,13 @@ def test_two_phases_checkpoint_resume_and_roundtrip(tmp_path, monkeypatch):
     for a, b in zip(w.discriminator.get_weights(), g.discriminator.get_weights()):  # 4 Adam steps of 3e-4 apart, not a fresh draw
         np.testing.assert_allclose(a, b, atol=0.01)
 
-    # Resume: phase 1 and the warm-up are done and are not redone; phase 2 goes on from step 4.
+    # Resume: phase 1 and the warm-up are done and are not redone (nor is beta0 saved again); phase 2 goes on from step 4.
+    beta0_written = (out / "beta0" / "entropy_tables.npz").stat().st_mtime_ns
     card = train(data, out, TINY, steps=6, gan_steps=7, beta=0.01, crop=32, batch=2, resume=True, strategy="default", disc_warmup=3, verbose=0)
     assert json.loads((out / "checkpoint" / "rd" / "state.json").read_text())["step"] == 6
     assert json.loads((out / "checkpoint" / "disc" / "state.json").read_text())["step"] == 3
     assert json.loads((out / "checkpoint" / "gan" / "state.json").read_text())["step"] == 7
+    assert (out / "beta0" / "entropy_tables.npz").stat().st_mtime_ns == beta0_written
     monkeypatch.setenv("CATCOMP_MODELS", str(tmp_path / "models"))
     img = photo(40, 30)
     back = np.asarray(catcomp.decompress(catcomp.compress(Image.fromarray(img), level=1)))
