@@ -44,7 +44,7 @@ def main(argv=None):
     for d in dirs:
         card = read_card(Path(d))
         run = card["training"]["runs"][-1]
-        r = {"model": d, "checksum": card["checksum"], "beta": run.get("beta", 0.0), "gan_steps": run.get("gan_steps", 0), "hf_ratio": float(np.mean([x["hf_ratio"] for x in curves[d]]))}
+        r = {"model": d, "checksum": card["checksum"], "beta": run.get("beta", 0.0), "gan_steps": run.get("gan_steps", 0), "disc_warmup": run.get("disc_warmup", 0), "hf_ratio": float(np.mean([x["hf_ratio"] for x in curves[d]]))}
         if d != args.beta0:
             r["psnr_change_db_at_equal_rate"] = delta_at_equal_rate(curves[args.beta0], curves[d], "psnr")
             r["msssim_change_at_equal_rate"] = delta_at_equal_rate(curves[args.beta0], curves[d], "ms_ssim")
