@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import io
 import os
-import re
 import warnings
 from pathlib import Path
 
@@ -21,7 +20,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from . import container
 from .categories import check_category, model_name, models_dir
-from .container import Container
+from .container import MODEL_ID, Container
 from .entropy import LEVEL_STEP, decode_symbols, encode_symbols, level_index
 from .errors import CatcompError, FormatError, InputImageError, ModelMismatchError
 from .zoo import LoadedModel, load_model
@@ -35,7 +34,6 @@ _ALPHA_MODES = {"RGBA", "LA", "PA", "RGBa", "La"}
 _SIXTEEN_BIT = {"I;16", "I;16L", "I;16B", "I;16N", "I", "F"}
 #: Modes decoded as a close relative PIL can convert back to.
 _RESTORE_AS = {"PA": "RGBA", "RGBa": "RGBA", "La": "LA", "RGBX": "RGB", "I;16L": "I;16", "I;16B": "I;16", "I;16N": "I;16"}
-_MODEL_ID = re.compile(r"[a-z0-9][a-z0-9_-]{0,15}")
 
 
 class PaddedImage:
@@ -290,7 +288,7 @@ def decode_container(c: Container, lm: LoadedModel | None = None) -> Image.Image
     """Decode a parsed container with the installed model it names (or with ``lm``, checksum checked)."""
     if c.width * c.height > MAX_PIXELS:
         raise FormatError(f"header claims {c.width}x{c.height}, over the {MAX_PIXELS}-pixel limit")
-    if not _MODEL_ID.fullmatch(c.model_id):
+    if not MODEL_ID.fullmatch(c.model_id):
         raise FormatError(f"invalid model id {c.model_id!r}")
     if lm is None:
         if not (models_dir() / c.model_id / "card.json").is_file():

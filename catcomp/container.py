@@ -8,6 +8,7 @@ the payload is decoded.
 
 from __future__ import annotations
 
+import re
 import struct
 import zlib
 from dataclasses import dataclass, field
@@ -24,9 +25,16 @@ _CRC = struct.Struct("<I")
 HEADER_SIZE = _HEAD.size + _CRC.size
 _SECTION = struct.Struct("<cI")
 NO_CATEGORY = 255
+#: A model id: it names the model's directory and fits the header's 16 bytes.
+MODEL_ID = re.compile(r"[a-z0-9][a-z0-9_-]{0,15}")
 
 #: Section tags.
 LATENT, ALPHA, PALETTE = b"Y", b"A", b"P"
+
+
+def model_id(name: str) -> str:
+    """``name`` as a valid model id: lower case, other characters as ``-``, at most 16."""
+    return re.sub(r"[^a-z0-9_-]", "-", name.lower()).lstrip("_-")[:16] or "model"
 
 
 @dataclass
@@ -42,6 +50,8 @@ class Container:
     sections: dict = field(default_factory=dict)  # tag -> bytes
 
     def to_bytes(self) -> bytes:
+        if not MODEL_ID.fullmatch(self.model_id):  # the header would truncate it or decoders refuse it
+            raise ValueError(f"model id {self.model_id!r} is not 1-16 of a-z, 0-9, _ and - (rename the model in its card.json)")
         body = b"".join(_SECTION.pack(tag, len(data)) + data for tag, data in self.sections.items())
         cat = NO_CATEGORY if self.category is None else CATEGORIES.index(self.category)
         head = _HEAD.pack(

@@ -36,6 +36,7 @@ from keras import ops
 from .transforms import CompressionModel, ModelConfig, build_discriminator, transfer_weights
 from .atomic import save_weights_atomic, write_bytes_atomic
 from .metrics import MS_SSIM_MIN_SIDE, differentiable_ms_ssim, differentiable_ssim
+from .container import model_id
 from .zoo import read_card, save_model
 
 # Structural terms the distortion can add to the MSE: name -> differentiable metric.
@@ -487,7 +488,7 @@ def train(
         beta0 = {"steps": prior_steps + steps, "runs": prior_runs + [{**info, "gan_steps": 0, "beta": 0.0}]}
         saved = out_dir / "beta0" / "card.json"  # a resumed run whose phase 1 was saved already does not save it again
         if not (resume and saved.is_file() and json.loads(saved.read_text()).get("training") == json.loads(json.dumps(beta0))):
-            save_model(model, out_dir / "beta0", {**(card or {}), "name": f"{out_dir.name}-beta0", "training": beta0}, pool)
+            save_model(model, out_dir / "beta0", {**(card or {}), "name": model_id((card or {}).get("name", out_dir.name))[:10] + "-beta0", "training": beta0}, pool)
         with strategy.scope():
             disc = build_discriminator(config, dtype)
             gan = Trainer(model, disc, beta=beta, ms_ssim=ms_ssim, ssim=ssim)

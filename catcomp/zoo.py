@@ -19,6 +19,7 @@ import numpy as np
 
 from .atomic import save_weights_atomic, write_bytes_atomic
 from .categories import models_dir
+from .container import model_id
 from .entropy import LEVEL_STEP, NUM_CONTEXTS, EntropyTables, build_tables, fit_choice, fit_predictor
 from .errors import ModelError
 from .transforms import CompressionModel, ModelConfig
@@ -109,7 +110,7 @@ def save_tables(model: CompressionModel, out_dir: Path, card: dict | None = None
     old = read_card(out_dir) if (out_dir / CARD).is_file() else {}
     card = {**_carried(old, w, _checksum(w, t)), **(card or {})}
     card.update(
-        name=card.get("name", out_dir.name),
+        name=model_id(card.get("name", out_dir.name)),
         config=model.config.to_dict(),
         files={WEIGHTS: w, TABLES: t},
         checksum=_checksum(w, t),

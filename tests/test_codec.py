@@ -152,3 +152,21 @@ def test_unusual_modes_restore_to_a_close_relative(mode, restored):
     im = im.convert("P").convert("PA") if mode == "PA" else im.convert(mode)
     out = catcomp.decompress(catcomp.compress(im))
     assert out.mode == restored and out.size == im.size
+
+
+def test_a_model_saved_under_any_directory_name_gets_a_model_id_its_files_decode_with(tmp_path, tiny_models):
+    from catcomp.codec import PaddedImage, decode_container, encode_image
+    from catcomp.container import Container
+    from catcomp.zoo import load_model, save_model
+
+    card = save_model(load_model(tiny_models / "general").model, tmp_path / "Flower run 0.01 (beta0)")
+    assert card["name"] == "flower-run-0-01-"  # lower case, other characters as "-", 16 at most
+    lm = load_model(tmp_path / "Flower run 0.01 (beta0)")
+    img = photo(48, 32)
+    data = encode_image(PaddedImage(Image.fromarray(img)), lm, 2, "flower")
+    assert Container.from_bytes(data).model_id == "flower-run-0-01-"
+    assert np.asarray(decode_container(Container.from_bytes(data), lm)).shape == img.shape
+    bad = Container.from_bytes(data)
+    bad.model_id = "flower_w0.1-beta0"  # the header's 16 bytes would cut it, and a decoder refuses the dot
+    with pytest.raises(ValueError, match="flower_w0.1-beta0"):
+        bad.to_bytes()
