@@ -125,8 +125,13 @@ def test_tampered_weights_are_refused(tiny_models, tmp_path):
         load_model(d)
 
 
-def test_model_id_cannot_point_outside_the_models_folder(ccz):
+def test_model_id_cannot_point_outside_the_models_folder(ccz, monkeypatch):
+    import re
+
     c = container.Container.from_bytes(ccz.read_bytes())
     c.model_id = "../general"
+    with pytest.raises(ValueError, match="model id '../general'"):  # catcomp never writes such a file
+        c.to_bytes()
+    monkeypatch.setattr(container, "MODEL_ID", re.compile(".*"))  # a hostile writer does
     with pytest.raises(catcomp.FormatError, match="invalid model id"):
         catcomp.decompress(c.to_bytes())
