@@ -18,7 +18,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import DATA, write_json  # noqa: E402
 
-from catcomp.train import crop_dataset, gan_losses, training_pool  # noqa: E402
+from catcomp.train import crop_dataset, discriminator_optimizer, gan_losses, training_pool  # noqa: E402
 from catcomp.transforms import build_discriminator  # noqa: E402
 from catcomp.zoo import load_model  # noqa: E402
 
@@ -33,13 +33,12 @@ def main(argv=None):
     ap.add_argument("--batch", type=int, default=2)
     ap.add_argument("--out", type=Path, required=True)
     a = ap.parse_args(argv)
-    import keras
     import tensorflow as tf
 
     lm = load_model(a.model)
     model, cfg = lm.model, lm.model.config
     disc = build_discriminator(cfg)
-    opt = keras.optimizers.Adam(a.lr, beta_1=0.5)
+    opt = discriminator_optimizer(a.lr)
     pool, _ = training_pool(DATA, a.crop, [a.category])
     batches = iter(crop_dataset(pool, a.crop, a.batch, seed=1))
 

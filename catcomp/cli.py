@@ -361,7 +361,7 @@ def compare_cmd(categories, data_dir, split, limit, output, update):
 def train_cmd(category, data_dir, init, out, steps, gan_steps, beta, disc_warmup, lr, ms_ssim, ssim, crop, batch, bf16, strategy, res_blocks, resume, checkpoint_minutes, tables_only):
     """Train or fine-tune the model of one CATEGORY; other models are untouched."""
     from .categories import models_dir
-    from .train import OptionError, check_options, refit_tables, start_config, train
+    from .train import OptionError, refit_tables, start_config, train
 
     if tables_only:
         card = refit_tables(out or models_dir() / category, data_dir, None if category == "general" else [category], crop)
@@ -377,14 +377,13 @@ def train_cmd(category, data_dir, init, out, steps, gan_steps, beta, disc_warmup
         config = start_config(None if init == "scratch" else init, res_blocks)
     except ValueError as e:
         raise click.BadParameter(str(e), param_hint="--res-blocks") from None
-    try:
-        check_options(crop, ms_ssim, disc_warmup, gan_steps, beta)
+    card = {"name": category, "category": category, "data": {"root": str(data_dir), "splits_used": ["train"]}}
+    try:  # train() checks its options before it writes anything
+        card = train(data_dir, out or models_dir() / category, config=config, steps=steps, gan_steps=gan_steps, beta=beta, lr=lr, crop=crop, batch=batch,
+                     categories=None if category == "general" else [category], init=None if init == "scratch" else init, resume=resume,
+                     ckpt_every_s=checkpoint_minutes * 60, card=card, bf16=bf16, strategy=strategy, ms_ssim=ms_ssim, ssim=ssim, disc_warmup=disc_warmup)
     except OptionError as e:
         raise click.BadParameter(str(e), param_hint=e.option) from None
-    card = {"name": category, "category": category, "data": {"root": str(data_dir), "splits_used": ["train"]}}
-    card = train(data_dir, out or models_dir() / category, config=config, steps=steps, gan_steps=gan_steps, beta=beta, lr=lr, crop=crop, batch=batch,
-                 categories=None if category == "general" else [category], init=None if init == "scratch" else init, resume=resume,
-                 ckpt_every_s=checkpoint_minutes * 60, card=card, bf16=bf16, strategy=strategy, ms_ssim=ms_ssim, ssim=ssim, disc_warmup=disc_warmup)
     run = card["training"]["runs"][-1]
     click.echo(f"saved {card['name']} ({run['rd_steps']}+{run['gan_steps']} steps, {card['training']['steps']} in all) to {out or models_dir() / category}")
     if card.get("tuned_levels") or "tuned_level" in card:

@@ -49,6 +49,11 @@ def gan_losses(d_real, d_fake):
     return ops.mean(ops.softplus(-d_fake)), ops.mean(ops.softplus(-d_real)) + ops.mean(ops.softplus(d_fake))
 
 
+def discriminator_optimizer(lr=3e-4):
+    """The discriminator's Adam (DCGAN's beta_1 = 0.5), for the warm-up and the adversarial phase alike."""
+    return keras.optimizers.Adam(lr, beta_1=0.5)
+
+
 class PlateauCosine(keras.optimizers.schedules.LearningRateSchedule):
     """Constant ``peak`` until ``hold`` of the steps, then cosine down to ``final``."""
 
@@ -116,7 +121,8 @@ class Trainer(keras.Model):
 
     @property
     def parts(self):
-        return {"model": self.model} | ({"disc": self.discriminator} if self.gan else {})
+        # The warm-up's frozen model is not checkpointed again: it is phase 1's.
+        return ({} if self.d_only else {"model": self.model}) | ({"disc": self.discriminator} if self.gan else {})
 
     @property
     def metrics(self):
@@ -486,19 +492,19 @@ def train(
     info["rd_seconds"] = state["seconds"]
     if gan_steps:
         beta0 = {"steps": prior_steps + steps, "runs": prior_runs + [{**info, "gan_steps": 0, "beta": 0.0}]}
-        saved = out_dir / "beta0" / "card.json"  # a resumed run whose phase 1 was saved already does not save it again
-        if not (resume and saved.is_file() and json.loads(saved.read_text()).get("training") == json.loads(json.dumps(beta0))):
+        # A resumed run whose phase 1 was saved already does not save it again.
+        if not (resume and (out_dir / "beta0" / "card.json").is_file() and read_card(out_dir / "beta0").get("training") == json.loads(json.dumps(beta0))):
             save_model(model, out_dir / "beta0", {**(card or {}), "name": model_id((card or {}).get("name", out_dir.name))[:10] + "-beta0", "training": beta0}, pool)
         with strategy.scope():
             disc = build_discriminator(config, dtype)
             gan = Trainer(model, disc, beta=beta, ms_ssim=ms_ssim, ssim=ssim)
             gan.compile(
                 keras.optimizers.Adam(PlateauCosine(gan_steps, peak=gan_lr, warmup=100), global_clipnorm=1.0),
-                d_optimizer=keras.optimizers.Adam(3e-4, beta_1=0.5),
+                d_optimizer=discriminator_optimizer(),
             )
             if disc_warmup:
                 warm = Trainer(model, disc, beta=beta, d_only=True)
-                warm.compile(keras.optimizers.Adam(3e-4, beta_1=0.5))
+                warm.compile(discriminator_optimizer())
         if disc_warmup:
             state = _phase("disc", warm, ds, disc_warmup, out_dir, resume, ckpt_every_s, verbose)
             info |= {"disc_warmup": disc_warmup, "disc_warmup_seconds": state["seconds"], "disc_warmup_d_loss": state["logs"].get("d_loss")}
