@@ -386,8 +386,33 @@ def train_cmd(category, data_dir, init, out, steps, gan_steps, beta, disc_warmup
         raise click.BadParameter(str(e), param_hint=e.option) from None
     run = card["training"]["runs"][-1]
     click.echo(f"saved {card['name']} ({run['rd_steps']}+{run['gan_steps']} steps, {card['training']['steps']} in all) to {out or models_dir() / category}")
+    _retune_hint(card, category)
+
+
+@main.command("install")
+@click.argument("run", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.argument("name", type=click.Choice(CATEGORIES + ("general",)))
+@click.option("--description", help="What the model is, for its card.")
+@click.option("--command", "command_", help="The command that trained it, for its card.")
+def install_cmd(run, name, description, command_):
+    """Make the model trained into RUN (`catcomp train --out RUN`) the model NAME: its
+    files are verified and copied, its card keeps NAME's tuned rate until re-tuned."""
+    from .categories import models_dir
+    from .errors import CatcompError
+    from .zoo import install_model
+
+    try:
+        card = install_model(run, name, description, command_)
+    except CatcompError as e:
+        click.echo(f"error: {e}", err=True)
+        sys.exit(1)
+    click.echo(f"installed {run} as {name} (checksum {card['checksum']}, {card['training']['steps']} steps) in {models_dir() / name}")
+    _retune_hint(card, name)
+
+
+def _retune_hint(card, name):
     if card.get("tuned_levels") or "tuned_level" in card:
-        click.echo(f"its rate is still the one tuned for the previous weights: run `catcomp tune {category}` to re-measure it")
+        click.echo(f"its rate is still the one tuned for the previous weights: run `catcomp tune {name}` to re-measure it")
 
 
 @main.group()

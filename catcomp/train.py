@@ -35,6 +35,7 @@ from keras import ops
 
 from .transforms import CompressionModel, ModelConfig, build_discriminator, transfer_weights
 from .atomic import save_weights_atomic, write_bytes_atomic
+from .categories import models_dir
 from .metrics import MS_SSIM_MIN_SIDE, differentiable_ms_ssim, differentiable_ssim
 from .container import model_id
 from .zoo import read_card, save_model
@@ -486,7 +487,7 @@ def train(
         rd.compile(keras.optimizers.Adam(PlateauCosine(steps, peak=lr), global_clipnorm=1.0))
     prior_steps, prior_runs, init_checksum = _run_lineage(init, out_dir / "checkpoint", resume)
     state = _phase("rd", rd, ds, steps, out_dir, resume, ckpt_every_s, verbose)
-    info = {"init": str(init) if init else "scratch", "init_checksum": init_checksum, "rd_steps": steps, "gan_steps": gan_steps, "beta": beta if gan_steps else 0.0, "ms_ssim": ms_ssim, "ssim": ssim,
+    info = {"init": init_label(init), "init_checksum": init_checksum, "rd_steps": steps, "gan_steps": gan_steps, "beta": beta if gan_steps else 0.0, "ms_ssim": ms_ssim, "ssim": ssim,
             "crop": crop, "batch": batch, "lr_peak": lr, "bf16": bf16, "replicas": strategy.num_replicas_in_sync,
             "train_sources": n_sources, "train_pool": len(pool), "data": str(data), "categories": categories or "all"}
     info["rd_seconds"] = state["seconds"]
@@ -538,6 +539,17 @@ def _run_lineage(init, ckpt_dir, resume):
     path.parent.mkdir(parents=True, exist_ok=True)
     write_bytes_atomic(path, json.dumps(found).encode())
     return found
+
+
+def init_label(init) -> str:
+    """How a card records the model a run started from: ``models/NAME`` for one in
+    the models directory (not this machine's absolute path), else the path as given."""
+    if not init:
+        return "scratch"
+    try:
+        return f"models/{Path(init).resolve().relative_to(models_dir().resolve()).as_posix()}"
+    except ValueError:
+        return str(init)
 
 
 def start_config(init=None, res_blocks=None) -> ModelConfig:

@@ -121,6 +121,31 @@ def save_tables(model: CompressionModel, out_dir: Path, card: dict | None = None
     return card
 
 
+def install_model(run_dir, name: str, description: str | None = None, command: str | None = None) -> dict:
+    """Make the trained model at ``run_dir`` (a ``catcomp train --out`` directory)
+    the model ``name`` in :func:`models_dir`: its verified weights and tables are
+    copied, and the card is the run's, with the old model's settings (its tuned
+    rate, until re-tuned), its data description where the run read the same data,
+    and ``replaces`` naming the model it replaced. Returns the new card."""
+    run_dir, dst = Path(run_dir), models_dir() / name
+    card = _verified(run_dir)
+    if (dst / CARD).is_file() and (dst / CARD).resolve() == (run_dir / CARD).resolve():
+        raise ModelError(f"is already the model {name}", run_dir)
+    old = read_card(dst) if (dst / CARD).is_file() else {}
+    dst.mkdir(parents=True, exist_ok=True)
+    for fname in (WEIGHTS, TABLES):
+        write_bytes_atomic(dst / fname, (run_dir / fname).read_bytes())
+    card = {**_carried(old, card["files"][WEIGHTS], card["checksum"]), **card, "name": model_id(name)}
+    if old.get("data", {}).get("root") == card.get("data", {}).get("root"):
+        card["data"] = {**card["data"], **old["data"]}
+    if old and old.get("checksum") != card["checksum"]:
+        card["replaces"] = {"checksum": old.get("checksum"), "steps": old.get("training", {}).get("steps"),
+                            "note": "the previous model; its card and figures are in git history"}
+    card.update({k: v for k, v in (("description", description), ("command", command)) if v})
+    write_card(dst, card)
+    return card
+
+
 #: Card fields that are measurements of one exact model: a new checksum drops them.
 MEASURED = ("rd", "tuning")
 #: Card fields that are settings: they outlive new weights until re-tuned.

@@ -192,7 +192,7 @@ def test_cli_fine_tunes_one_category(tmp_path, tiny_models, monkeypatch):
     card = json.loads((models / "flower" / "card.json").read_text())
     run = card["training"]["runs"][-1]
     assert card["category"] == "flower" and run["categories"] == ["flower"]
-    assert run["train_sources"] == 2 and run["init"].endswith("general") and run["init_checksum"] == json.loads(before)["checksum"]
+    assert run["train_sources"] == 2 and run["init"] == "models/general" and run["init_checksum"] == json.loads(before)["checksum"]
     assert (models / "general" / "card.json").read_text() == before  # the other models are untouched
     assert card["tables"]["fitted_on_images"] == 2  # the context choice was fitted on the flower images
     assert catcomp.compress(Image.fromarray(photo(40, 30)), category="flower")[:4] == b"\x89CCZ"
@@ -232,6 +232,41 @@ def test_cli_fine_tunes_one_category(tmp_path, tiny_models, monkeypatch):
     assert np.asarray(catcomp.decompress(catcomp.compress(Image.fromarray(img), category="other"))).shape == img.shape
     r = CliRunner().invoke(main, ["train", "flower", "--data", str(data), "--init", str(tmp_path / "nothing")])
     assert r.exit_code == 2 and "no model.weights.h5" in r.output
+
+
+def test_install_makes_a_run_the_shipped_model(tmp_path, monkeypatch):
+    """`catcomp install RUN NAME` copies a trained run's verified files over a
+    model, keeps that model's tuned rate and data facts, and names what it replaced;
+    a damaged run is refused and leaves the model as it was."""
+    from click.testing import CliRunner
+
+    from catcomp.cli import main
+    from catcomp.transforms import CompressionModel
+    from catcomp.zoo import load_model, save_model
+
+    models = tmp_path / "models"
+    monkeypatch.setenv("CATCOMP_MODELS", str(models))
+    old = save_model(CompressionModel(TINY), models / "flower", {"category": "flower", "data": {"root": "d", "train_images": 9},
+                                                                  "training": {"steps": 5}, "tuned_levels": {"flower": 1.5}, "description": "old"})
+    run = tmp_path / "flower_run"
+    new = save_model(CompressionModel(TINY), run, {"category": "flower", "data": {"root": "d"}, "training": {"steps": 8}})
+    assert new["checksum"] != old["checksum"]
+    bad = tmp_path / "bad_run"
+    save_model(CompressionModel(TINY), bad, {"category": "flower"})
+    (bad / "model.weights.h5").write_bytes((bad / "model.weights.h5").read_bytes()[:-10])
+    r = CliRunner().invoke(main, ["install", str(bad), "flower"])
+    assert r.exit_code == 1 and "bad_run" in r.output and "SHA-256" in r.output, r.output
+    assert json.loads((models / "flower" / "card.json").read_text()) == old
+
+    r = CliRunner().invoke(main, ["install", str(run), "flower", "--description", "new weights"])
+    assert r.exit_code == 0 and "catcomp tune flower" in r.output, r.output
+    card = load_model("flower").card
+    assert card["checksum"] == new["checksum"] and card["name"] == "flower" and card["training"] == {"steps": 8}
+    assert card["tuned_levels"] == {"flower": 1.5} and card["data"] == {"root": "d", "train_images": 9}
+    assert card["replaces"]["checksum"] == old["checksum"] and card["replaces"]["steps"] == 5 and card["description"] == "new weights"
+    assert (models / "flower" / "model.weights.h5").read_bytes() == (run / "model.weights.h5").read_bytes()
+    r = CliRunner().invoke(main, ["install", str(models / "flower"), "flower"])
+    assert r.exit_code == 1 and "already the model flower" in r.output, r.output
 
 
 def test_residual_blocks_grow_a_trained_model(tmp_path, tiny_models, monkeypatch):
