@@ -404,8 +404,7 @@ def install_cmd(run, name, description, command_):
     try:
         card = install_model(run, name, description, command_)
     except CatcompError as e:
-        click.echo(f"error: {e}", err=True)
-        sys.exit(1)
+        raise click.ClickException(str(e)) from None
     click.echo(f"installed {run} as {name} (checksum {card['checksum']}, {card['training']['steps']} steps) in {models_dir() / name}")
     _retune_hint(card, name)
 
