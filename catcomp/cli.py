@@ -345,6 +345,8 @@ def compare_cmd(categories, data_dir, split, limit, output, update):
 @click.option("--lr", default=1e-4, show_default=True, help="Peak learning rate of phase 1 (use 3e-4 from scratch).")
 @click.option("--gan-lr", default=3e-5, show_default=True, type=click.FloatRange(min=0, min_open=True),
               help="Peak learning rate of the model in phase 2 (the discriminator's is fixed at 3e-4).")
+@click.option("--gan-decoder-only", is_flag=True,
+              help="Phase 2 trains only the synthesis: latents, entropy model and file sizes stay those of phase 1.")
 @click.option("--ms-ssim", default=0.0, show_default=True, type=click.FloatRange(min=0),
               help="Weight of a 1-MS-SSIM term added to the MSE (0-255 scale) in the distortion of both phases; "
                    "about 2000 makes it as large as the MSE at 33 dB. Needs --crop 161 or more.")
@@ -360,7 +362,7 @@ def compare_cmd(categories, data_dir, split, limit, output, update):
 @click.option("--resume", is_flag=True, help="Continue from the checkpoints in OUT/checkpoint.")
 @click.option("--checkpoint-minutes", default=5.0, show_default=True)
 @click.option("--tables-only", is_flag=True, help="Do not train: rebuild the coding tables of the model at OUT and refit their context choice on the train split.")
-def train_cmd(category, data_dir, init, out, steps, gan_steps, beta, disc_warmup, lr, gan_lr, ms_ssim, ssim, crop, batch, bf16, strategy, res_blocks, resume, checkpoint_minutes, tables_only):
+def train_cmd(category, data_dir, init, out, steps, gan_steps, beta, disc_warmup, lr, gan_lr, gan_decoder_only, ms_ssim, ssim, crop, batch, bf16, strategy, res_blocks, resume, checkpoint_minutes, tables_only):
     """Train or fine-tune the model of one CATEGORY; other models are untouched."""
     from .categories import models_dir
     from .train import OptionError, refit_tables, start_config, train
@@ -383,7 +385,8 @@ def train_cmd(category, data_dir, init, out, steps, gan_steps, beta, disc_warmup
     try:  # train() checks its options before it writes anything
         card = train(data_dir, out or models_dir() / category, config=config, steps=steps, gan_steps=gan_steps, beta=beta, lr=lr, gan_lr=gan_lr, crop=crop, batch=batch,
                      categories=None if category == "general" else [category], init=None if init == "scratch" else init, resume=resume,
-                     ckpt_every_s=checkpoint_minutes * 60, card=card, bf16=bf16, strategy=strategy, ms_ssim=ms_ssim, ssim=ssim, disc_warmup=disc_warmup)
+                     ckpt_every_s=checkpoint_minutes * 60, card=card, bf16=bf16, strategy=strategy, ms_ssim=ms_ssim, ssim=ssim, disc_warmup=disc_warmup,
+                     gan_decoder_only=gan_decoder_only)
     except OptionError as e:
         raise click.BadParameter(str(e), param_hint=e.option) from None
     run = card["training"]["runs"][-1]

@@ -85,14 +85,17 @@ class Trainer(keras.Model):
 
     ``d_only=True`` is the discriminator's warm-up: the model stays frozen and
     ``optimizer`` trains the discriminator alone (no ``d_optimizer``).
+    ``decoder_only=True`` trains only the synthesis and its gains: the latents,
+    the entropy model and so every file's bytes stay exactly as they were.
     """
 
-    def __init__(self, model: CompressionModel, discriminator=None, beta=0.0, ms_ssim=0.0, ssim=0.0, d_only=False, **kw):
+    def __init__(self, model: CompressionModel, discriminator=None, beta=0.0, ms_ssim=0.0, ssim=0.0, d_only=False, decoder_only=False, **kw):
         super().__init__(**kw)
         self.model = model
         self.discriminator = discriminator
         self.beta = float(beta)
         self.d_only = bool(d_only)
+        self.decoder_only = bool(decoder_only)
         if d_only and not self.gan:
             raise ValueError("a discriminator warm-up needs a discriminator and beta > 0")
         self.similarity = {k: float(w) for k, w in (("ms_ssim", ms_ssim), ("ssim", ssim)) if w}  # term -> weight
@@ -112,9 +115,15 @@ class Trainer(keras.Model):
         # Built here, on exactly the variables each one updates, so that
         # checkpoints hold the same slots on every run.
         if not self.d_only:
-            optimizer.build(self.model.trainable_variables)
+            optimizer.build(self.g_variables)
         if self.gan:
             self.d_optimizer.build(self.discriminator.trainable_variables)
+
+    @property
+    def g_variables(self):
+        """The model variables the generator's optimizer updates."""
+        m = self.model
+        return m.synthesis.trainable_variables + [m.log_inv_gain] if self.decoder_only else m.trainable_variables
 
     @property
     def optimizers(self):
@@ -163,7 +172,7 @@ class Trainer(keras.Model):
             g_scaled = loss / replicas
             d_scaled = d_loss / replicas if self.gan else None
         if not self.d_only:
-            _apply(self.optimizer, g_tape, g_scaled, self.model.trainable_variables)
+            _apply(self.optimizer, g_tape, g_scaled, self.g_variables)
         if self.gan:
             _apply(self.d_optimizer, d_tape, d_scaled, self.discriminator.trainable_variables)
         return self._update(loss, bpp, mse, extra)
@@ -174,7 +183,7 @@ class Trainer(keras.Model):
         x, _, _ = keras.utils.unpack_x_y_sample_weight(x)  # the generator yields (x,)
         loss, d_loss, bpp, mse, extra = self.losses_of(x, training=True)
         if not self.d_only:
-            _apply_torch(self.optimizer, loss, self.model.trainable_variables, keep_graph=self.gan)
+            _apply_torch(self.optimizer, loss, self.g_variables, keep_graph=self.gan)
         if self.gan:
             _apply_torch(self.d_optimizer, d_loss, self.discriminator.trainable_variables)
         with torch.no_grad():
@@ -448,6 +457,7 @@ def train(
     ms_ssim=0.0,
     ssim=0.0,
     disc_warmup=0,
+    gan_decoder_only=False,
     verbose=None,
 ):
     """Train (or resume) a model on the ``train`` split of ``data``; save it to ``out_dir``.
@@ -457,7 +467,8 @@ def train(
     phase 2 fine-tunes it with the adversarial term (``beta``) against a
     fresh conditional discriminator, first trained alone for ``disc_warmup``
     steps against the frozen phase-1 model (a fresh one stays at chance for
-    about 800 steps: ``bench/disc_probe.py``). ``init`` is a model directory to start
+    about 800 steps: ``bench/disc_probe.py``); ``gan_decoder_only`` trains only
+    the synthesis in phase 2, so that it cannot change the rate. ``init`` is a model directory to start
     from (fine-tuning); ``ms_ssim`` and ``ssim`` weigh ``1 - MS-SSIM`` and
     ``1 - SSIM`` terms in the distortion of both phases (see :class:`Trainer`); ``resume`` continues from the checkpoints in
     ``out_dir/checkpoint`` exactly where they stopped. The card's ``training``
@@ -498,7 +509,7 @@ def train(
             save_model(model, out_dir / "beta0", {**(card or {}), "name": model_id((card or {}).get("name", out_dir.name))[:10] + "-beta0", "training": beta0}, pool)
         with strategy.scope():
             disc = build_discriminator(config, dtype)
-            gan = Trainer(model, disc, beta=beta, ms_ssim=ms_ssim, ssim=ssim)
+            gan = Trainer(model, disc, beta=beta, ms_ssim=ms_ssim, ssim=ssim, decoder_only=gan_decoder_only)
             gan.compile(
                 keras.optimizers.Adam(PlateauCosine(gan_steps, peak=gan_lr, warmup=100), global_clipnorm=1.0),
                 d_optimizer=discriminator_optimizer(),
@@ -511,6 +522,8 @@ def train(
             info |= {"disc_warmup": disc_warmup, "disc_warmup_seconds": state["seconds"], "disc_warmup_d_loss": state["logs"].get("d_loss")}
         info["gan_seconds"] = _phase("gan", gan, ds, gan_steps, out_dir, resume, ckpt_every_s, verbose)["seconds"]
         info["gan_lr_peak"] = gan_lr
+        if gan_decoder_only:
+            info["gan_decoder_only"] = True
     info["seconds_this_run"] = round(time.time() - t0)
     training = {"steps": prior_steps + steps + gan_steps, "runs": prior_runs + [info]}
     return save_model(model, out_dir, {**(card or {}), "training": training}, pool)

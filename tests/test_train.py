@@ -171,6 +171,25 @@ def test_two_phases_checkpoint_resume_and_roundtrip(tmp_path, monkeypatch):
     assert back.shape == (30, 40, 3)
 
 
+def test_decoder_only_adversarial_phase_keeps_the_rate(tmp_path):
+    from catcomp.zoo import load_weights
+
+    out = tmp_path / "m"
+    card = train(_folder(tmp_path / "data"), out, TINY, steps=3, gan_steps=3, beta=0.5, gan_lr=1e-3, crop=32, batch=2, strategy="default", gan_decoder_only=True, verbose=0)
+    assert card["training"]["runs"][-1]["gan_decoder_only"] is True
+    before, after = load_weights(out / "beta0"), load_weights(out)
+    for part in ("analysis", "density"):
+        for a, b in zip(getattr(before, part).get_weights(), getattr(after, part).get_weights()):
+            np.testing.assert_array_equal(a, b)
+    np.testing.assert_array_equal(before.log_gain.numpy(), after.log_gain.numpy())
+    assert any(np.abs(a - b).max() > 0 for a, b in zip(before.synthesis.get_weights(), after.synthesis.get_weights()))
+    # Same latents and density, so the rebuilt coding tables (and every file's bytes) are phase 1's.
+    t0, t1 = np.load(out / "beta0" / "entropy_tables.npz"), np.load(out / "entropy_tables.npz")
+    assert sorted(t0.files) == sorted(t1.files)
+    for k in t0.files:
+        np.testing.assert_array_equal(t0[k], t1[k])
+
+
 def test_cli_fine_tunes_one_category(tmp_path, tiny_models, monkeypatch):
     import shutil
 
