@@ -427,12 +427,14 @@ class OptionError(ValueError):
         self.option = option
 
 
-def check_options(crop, ms_ssim=0.0, disc_warmup=0, gan_steps=0, beta=0.0):
+def check_options(crop, ms_ssim=0.0, disc_warmup=0, gan_steps=0, beta=0.0, gan_decoder_only=False):
     """Raise :class:`OptionError` for options :func:`train` cannot run with."""
     if ms_ssim and crop < MS_SSIM_MIN_SIDE:
         raise OptionError("--crop", f"the MS-SSIM term needs crops of at least {MS_SSIM_MIN_SIDE} px (its five scales); got {crop}")
     if disc_warmup and not (gan_steps and beta > 0):
         raise OptionError("--disc-warmup", "a discriminator warm-up needs an adversarial phase (gan_steps > 0 and beta > 0)")
+    if gan_decoder_only and not (gan_steps and beta > 0):
+        raise OptionError("--gan-decoder-only", "it changes only the adversarial phase, and there is none (gan_steps > 0 and beta > 0)")
 
 
 def train(
@@ -475,7 +477,7 @@ def train(
     holds the total steps and every run, the starting model's first (see
     :func:`lineage`). Returns the card.
     """
-    check_options(crop, ms_ssim, disc_warmup, gan_steps, beta)
+    check_options(crop, ms_ssim, disc_warmup, gan_steps, beta, gan_decoder_only)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     strategy = make_strategy(strategy) if isinstance(strategy, str) else strategy

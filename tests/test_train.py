@@ -206,6 +206,8 @@ def test_cli_fine_tunes_one_category(tmp_path, tiny_models, monkeypatch):
     assert r.exit_code == 2 and "--crop" in r.output and "161" in r.output and not (models / "flower").exists(), r.output
     r = CliRunner().invoke(main, ["train", "flower", "--data", str(data), "--gan-steps", "0", "--disc-warmup", "10"])
     assert r.exit_code == 2 and "--disc-warmup" in r.output and "adversarial phase" in r.output and not (models / "flower").exists(), r.output
+    r = CliRunner().invoke(main, ["train", "flower", "--data", str(data), "--gan-steps", "0", "--gan-decoder-only"])
+    assert r.exit_code == 2 and "--gan-decoder-only" in r.output and "adversarial phase" in r.output and not (models / "flower").exists(), r.output
     r = CliRunner().invoke(main, ["train", "flower", "--data", str(data), "--steps", "3", "--gan-steps", "2", "--gan-lr", "5e-5", "--crop", "32", "--batch", "2", "--fp32"])
     assert r.exit_code == 0, r.output
     card = json.loads((models / "flower" / "card.json").read_text())
