@@ -431,10 +431,9 @@ def check_options(crop, ms_ssim=0.0, disc_warmup=0, gan_steps=0, beta=0.0, gan_d
     """Raise :class:`OptionError` for options :func:`train` cannot run with."""
     if ms_ssim and crop < MS_SSIM_MIN_SIDE:
         raise OptionError("--crop", f"the MS-SSIM term needs crops of at least {MS_SSIM_MIN_SIDE} px (its five scales); got {crop}")
-    if disc_warmup and not (gan_steps and beta > 0):
-        raise OptionError("--disc-warmup", "a discriminator warm-up needs an adversarial phase (gan_steps > 0 and beta > 0)")
-    if gan_decoder_only and not (gan_steps and beta > 0):
-        raise OptionError("--gan-decoder-only", "it changes only the adversarial phase, and there is none (gan_steps > 0 and beta > 0)")
+    for option, value in (("--disc-warmup", disc_warmup), ("--gan-decoder-only", gan_decoder_only)):  # phase 2's own options
+        if value and not (gan_steps and beta > 0):
+            raise OptionError(option, "it applies to the adversarial phase, and there is none (gan_steps > 0 and beta > 0)")
 
 
 def train(
