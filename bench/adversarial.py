@@ -1,7 +1,7 @@
 """The adversarial phase's trade-off: models that share one beta=0 model, each
 after its own adversarial phase (e.g. different ``--beta``), against that
 beta=0 model on a category's ``val`` split (choosing beta is tuning, so not
-``test``): PSNR and MS-SSIM change at equal rate, high-frequency energy ratio.
+``test``): PSNR, MS-SSIM and high-frequency energy ratio change at equal rate, mean ratio.
 Writes ``docs/bench/adversarial_<category>.json``.
 
     catcomp train airplane --data D --init RUN/beta0 --steps 0 --gan-steps 1000 --beta 1.0 --out runs/b1
@@ -18,7 +18,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import RESULTS, model_codec, sweep, write_json  # noqa: E402
-from rd_categories import delta_at_equal_rate, split_images  # noqa: E402
+from rd_categories import adversarial_effect, split_images  # noqa: E402
 
 from catcomp.metrics import hf_energy_ratio  # noqa: E402
 from catcomp.zoo import read_card  # noqa: E402
@@ -46,8 +46,8 @@ def main(argv=None):
         run = card["training"]["runs"][-1]
         r = {"model": d, "checksum": card["checksum"], "beta": run.get("beta", 0.0), "gan_steps": run.get("gan_steps", 0), "disc_warmup": run.get("disc_warmup", 0), "hf_ratio": float(np.mean([x["hf_ratio"] for x in curves[d]]))}
         if d != args.beta0:
-            r["psnr_change_db_at_equal_rate"] = delta_at_equal_rate(curves[args.beta0], curves[d], "psnr")
-            r["msssim_change_at_equal_rate"] = delta_at_equal_rate(curves[args.beta0], curves[d], "ms_ssim")
+            effect = adversarial_effect(curves[args.beta0], curves[d])
+            r |= {k: v for k, v in effect.items() if "change" in k}
         rows.append(r)
         print(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in r.items()), flush=True)
     out = args.out or RESULTS / f"adversarial_{args.category}.json"
