@@ -14,11 +14,9 @@ import argparse
 import sys
 from pathlib import Path
 
-import numpy as np
-
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import RESULTS, model_codec, sweep, write_json  # noqa: E402
-from rd_categories import adversarial_effect, split_images  # noqa: E402
+from rd_categories import adversarial_effect, mean_hf_ratio, split_images  # noqa: E402
 
 from catcomp.metrics import hf_energy_ratio  # noqa: E402
 from catcomp.zoo import read_card  # noqa: E402
@@ -44,7 +42,7 @@ def main(argv=None):
     for d in dirs:
         card = read_card(Path(d))
         run = card["training"]["runs"][-1]
-        r = {"model": d, "checksum": card["checksum"], "beta": run.get("beta", 0.0), "gan_steps": run.get("gan_steps", 0), "disc_warmup": run.get("disc_warmup", 0), "hf_ratio": float(np.mean([x["hf_ratio"] for x in curves[d]]))}
+        r = {"model": d, "checksum": card["checksum"], "beta": run.get("beta", 0.0), "gan_steps": run.get("gan_steps", 0), "disc_warmup": run.get("disc_warmup", 0), "hf_ratio": mean_hf_ratio(curves[d])}
         if d != args.beta0:
             effect = adversarial_effect(curves[args.beta0], curves[d])
             r |= {k: v for k, v in effect.items() if "change" in k}

@@ -59,6 +59,11 @@ def delta_at_equal_rate(ref, new, key):
     return float(np.mean(d)) if d else float("nan")
 
 
+def mean_hf_ratio(rows) -> float:
+    """A curve's high-frequency energy ratio, averaged over its levels."""
+    return float(np.mean([x["hf_ratio"] for x in rows]))
+
+
 def adversarial_effect(beta0, gan) -> dict:
     """A GAN model's curve against its beta=0 model's: PSNR, MS-SSIM and
     high-frequency energy ratio changes at equal rate, and each curve's mean
@@ -67,8 +72,8 @@ def adversarial_effect(beta0, gan) -> dict:
     return {"psnr_change_db_at_equal_rate": delta_at_equal_rate(beta0, gan, "psnr"),
             "msssim_change_at_equal_rate": delta_at_equal_rate(beta0, gan, "ms_ssim"),
             "hf_ratio_change_at_equal_rate": delta_at_equal_rate(beta0, gan, "hf_ratio"),
-            "hf_ratio_beta0": float(np.mean([x["hf_ratio"] for x in beta0])),
-            "hf_ratio_gan": float(np.mean([x["hf_ratio"] for x in gan]))}
+            "hf_ratio_beta0": mean_hf_ratio(beta0),
+            "hf_ratio_gan": mean_hf_ratio(gan)}
 
 
 def cheapest_meeting_goal(rows):
